@@ -1,0 +1,3 @@
+from orchestrator.service import main
+
+main()

@@ -1,0 +1,99 @@
+"""A client for starting sagas and reading their state: used by the dev runner, the CLI
+and the tests. Starting a saga is publishing its start command; nothing else is special."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.definition import routing_key
+from orchestrator.messaging.bus import Bus
+from orchestrator.messaging.envelope import build_message
+from orchestrator.mongo import connect_mongo
+from orchestrator.mongo_store import MongoSagaStore
+
+if TYPE_CHECKING:
+    from pymongo import AsyncMongoClient
+
+    from contracts import Message
+    from orchestrator.settings import Settings
+    from orchestrator.state import SagaState
+    from orchestrator.store import Commit
+
+__all__ = ["SagaClient", "new_saga_id"]
+
+
+def new_saga_id() -> str:
+    """A fresh saga id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+class SagaClient:
+    """Publishes start commands and reads saga state from the store."""
+
+    def __init__(self, settings: Settings, *, name: str = "client") -> None:
+        self.settings = settings
+        self.topology = settings.topology()
+        self.bus = Bus(url=settings.amqp_url, name=f"{settings.namespace}.{name}",
+                       topology=self.topology)
+        self._mongo: AsyncMongoClient[dict[str, Any]] | None = None
+        self._store: MongoSagaStore | None = None
+
+    async def __aenter__(self) -> SagaClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect to the broker and the store."""
+        self._mongo = await connect_mongo(self.settings.require_mongodb_url(),
+                                          app_name=self.bus.name)
+        self._store = MongoSagaStore(database=self._mongo[self.settings.database])
+        await self.bus.connect()
+
+    async def close(self) -> None:
+        """Disconnect."""
+        await self.bus.close()
+        if self._mongo is not None:
+            await self._mongo.close()
+
+    @property
+    def store(self) -> MongoSagaStore:
+        """The saga store (read side for this client)."""
+        assert self._store is not None, "connect() first"
+        return self._store
+
+    async def start(self, command: Message, *, saga_id: str | None = None,
+                    message_id: str | None = None) -> str:
+        """Publish a saga's start command (confirmed); returns the saga id."""
+        saga_id = saga_id or new_saga_id()
+        message = build_message(command, message_id=message_id or f"{saga_id}:start",
+                                correlation_id=saga_id, app_id=self.bus.name)
+        await self.bus.publish(message, exchange=self.topology.commands_exchange,
+                               routing_key=routing_key(command))
+        return saga_id
+
+    async def state(self, saga_id: str) -> SagaState:
+        """The saga as its events say it is now."""
+        return await self.store.load(saga_id)
+
+    async def history(self, saga_id: str) -> list[Commit]:
+        """The saga's commits, oldest first."""
+        return await self.store.history(saga_id)
+
+    async def wait_settled(self, saga_id: str, *, timeout: float = 30.0,
+                           poll: float = 0.05) -> SagaState:
+        """Poll until the saga is terminal or parked; TimeoutError with its state if not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            state = await self.state(saga_id)
+            if state.status is not None and state.status.settled:
+                return state
+            if loop.time() >= deadline:
+                raise TimeoutError(f"saga {saga_id} not settled after {timeout}s: "
+                                   f"status={state.status}, step={state.step}")
+            await asyncio.sleep(poll)

@@ -1,0 +1,208 @@
+"""A work-queue consumer: ack after the handler stored its effect, retry tiers, dead letters.
+
+The three kinds of failure are kept apart here:
+
+* the handler returns: ack (a business refusal is a normal reply, sent by the handler);
+* the handler raises ``MalformedMessage``, or the message cannot be read: dead-letter
+  queue at once, with the reason in ``x-error-reason``;
+* the handler raises anything else: a copy goes to the next retry tier (a TTL queue that
+  dead-letters back to the work queue), and after the last attempt to the dead-letter
+  queue with the error, the attempt count and the original routing in its headers.
+
+A consumer never crashes on a message: every path ends in ack, or, if even the retry
+copy cannot be published, in a requeue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+import structlog
+
+from contracts import MalformedMessage
+from orchestrator.messaging.envelope import ATTEMPT, Envelope, header_int, read_envelope
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+
+    from orchestrator.messaging.bus import Bus
+    from orchestrator.messaging.topology import WorkQueue
+
+__all__ = ["Consumer", "Handler", "dead_letter_headers"]
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+log = structlog.get_logger("consumer")
+
+ERROR_MESSAGE_LIMIT = 1000
+
+
+def dead_letter_headers(
+    raw: AbstractIncomingMessage, *, queue: str, attempt: int, error: BaseException, reason: str
+) -> dict[str, Any]:
+    """Headers of a copy going to a retry tier or a dead-letter queue.
+
+    The original exchange and routing key and the first failure time are kept from the
+    first failure on; the rest describe the latest one.
+    """
+    headers = dict(raw.headers or {})
+    now = datetime.now(UTC).isoformat()
+    headers.setdefault("x-original-exchange", raw.exchange or "")
+    headers.setdefault("x-original-routing-key", raw.routing_key or "")
+    headers.setdefault("x-first-failure-at", now)
+    headers.update(
+        {
+            "x-queue": queue,
+            ATTEMPT: attempt,
+            "x-last-failure-at": now,
+            "x-error-type": type(error).__name__,
+            "x-error-message": str(error)[:ERROR_MESSAGE_LIMIT],
+            "x-error-reason": reason,
+        }
+    )
+    headers.pop("x-death", None)  # the broker's own bookkeeping; it grows on every hop
+    return headers
+
+
+class Consumer:
+    """Consumes one work queue with one handler."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        queue: WorkQueue,
+        handler: Handler,
+        prefetch: int = 32,
+        max_body_bytes: int = 256 * 1024,
+    ) -> None:
+        self.bus = bus
+        self.queue = queue
+        self.handler = handler
+        self.prefetch = prefetch
+        self.max_body_bytes = max_body_bytes
+        self._channel: AbstractRobustChannel | None = None
+        self._tag: str | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Begin consuming."""
+        self._channel = await self.bus.consumer_channel(prefetch=self.prefetch)
+        queue = await self.bus.queue(self._channel, self.queue.name)
+        self._tag = await queue.consume(self._on_message)
+
+    async def stop(self) -> None:
+        """Stop taking messages, let those in hand finish, close the channel."""
+        if self._channel is None:
+            return
+        channel, self._channel = self._channel, None
+        if self._tag is not None and not channel.is_closed:
+            queue = await self.bus.queue(channel, self.queue.name)
+            await queue.cancel(self._tag)
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        if not channel.is_closed:
+            await channel.close()
+
+    async def _on_message(self, raw: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await self._process(raw)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _process(self, raw: AbstractIncomingMessage) -> None:
+        attempt = _attempt(raw)
+        try:
+            envelope = read_envelope(raw, max_body_bytes=self.max_body_bytes)
+        except MalformedMessage as e:
+            await self._dead_letter(raw, attempt, e, e.reason)
+            return
+        with structlog.contextvars.bound_contextvars(
+            saga_id=envelope.correlation_id,
+            message_id=envelope.message_id,
+            message_type=envelope.message.TYPE,
+            attempt=attempt,
+        ):
+            try:
+                await self.handler(envelope)
+            except MalformedMessage as e:
+                await self._dead_letter(raw, attempt, e, e.reason)
+            except Exception as e:
+                await self._retry(raw, attempt, e)
+            else:
+                await raw.ack()
+
+    async def _retry(self, raw: AbstractIncomingMessage, attempt: int, error: Exception) -> None:
+        if attempt >= self.queue.max_attempts:
+            await self._dead_letter(raw, attempt, error, "retries_exhausted")
+            return
+        tier = min(attempt - 1, len(self.queue.retry_delays) - 1)
+        target = self.queue.retry_queue(tier)
+        headers = dead_letter_headers(
+            raw, queue=self.queue.name, attempt=attempt + 1, error=error, reason="transient"
+        )
+        log.warning(
+            "message_retry_scheduled",
+            queue=self.queue.name,
+            retry_queue=target,
+            next_attempt=attempt + 1,
+            error=repr(error),
+        )
+        await self._forward(raw, target, headers)
+
+    async def _dead_letter(
+        self, raw: AbstractIncomingMessage, attempt: int, error: BaseException, reason: str
+    ) -> None:
+        headers = dead_letter_headers(
+            raw, queue=self.queue.name, attempt=attempt, error=error, reason=reason
+        )
+        log.error(
+            "message_dead_lettered",
+            queue=self.queue.name,
+            dlq=self.queue.dlq,
+            reason=reason,
+            error=str(error)[:ERROR_MESSAGE_LIMIT],
+            message_id=raw.message_id,
+            message_type=raw.type,
+        )
+        await self._forward(raw, self.queue.dlq, headers)
+
+    async def _forward(
+        self, raw: AbstractIncomingMessage, queue: str, headers: dict[str, Any]
+    ) -> None:
+        """Publish a copy straight to ``queue`` (confirmed), then ack the original.
+        If the copy cannot be published the original is requeued, never dropped."""
+        copy = aio_pika.Message(
+            raw.body,
+            headers=headers,
+            content_type=raw.content_type,
+            content_encoding=raw.content_encoding,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            priority=raw.priority,
+            correlation_id=raw.correlation_id,
+            reply_to=raw.reply_to,
+            message_id=raw.message_id,
+            timestamp=raw.timestamp,
+            type=raw.type,
+            user_id=None,
+            app_id=raw.app_id,
+        )
+        try:
+            await self.bus.publish(copy, exchange="", routing_key=queue)
+        except Exception:
+            log.exception("forward_failed_requeueing", target=queue)
+            await raw.nack(requeue=True)
+            return
+        await raw.ack()
+
+
+def _attempt(raw: AbstractIncomingMessage) -> int:
+    return max(1, header_int((raw.headers or {}).get(ATTEMPT), 1))

@@ -1,0 +1,173 @@
+"""The saga runtime: load, decide, append one commit, publish its outbox.
+
+Per message: the saga's state comes from a bounded cache or is replayed from the store;
+``decide`` says what happens; the events and the messages to send are appended as one
+commit (one store write); then the outbox is published with confirms. A version conflict
+(another orchestrator instance got there first) reloads and decides again; a message
+already processed is acknowledged without effect.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import structlog
+
+from orchestrator.decide import Decision, Incoming, decide
+from orchestrator.errors import ConcurrencyConflict, DuplicateMessage
+from orchestrator.locks import KeyedLocks
+from orchestrator.messaging.envelope import HANDLER_ATTEMPTS, header_int
+from orchestrator.state import SagaState, apply_commit
+from orchestrator.store import Commit, OutboxEntry
+
+if TYPE_CHECKING:
+    from orchestrator.definition import SagaDefinition
+    from orchestrator.messaging.envelope import Envelope
+    from orchestrator.outbox import Dispatcher
+    from orchestrator.store import SagaStore
+
+__all__ = ["RuntimeStats", "SagaRuntime", "utcnow"]
+
+log = structlog.get_logger("runtime")
+
+Decider = Callable[[SagaState, datetime], Decision]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class RuntimeStats:
+    """Counters an operator (and the tests) can read."""
+
+    commits: int = 0
+    conflicts: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+
+
+class SagaRuntime:
+    """Runs the sagas of one definition."""
+
+    def __init__(
+        self,
+        *,
+        saga: SagaDefinition,
+        store: SagaStore,
+        dispatcher: Dispatcher,
+        clock: Callable[[], datetime] = utcnow,
+        cache_size: int = 10_000,
+        max_conflict_retries: int = 50,
+    ) -> None:
+        self.saga = saga
+        self.store = store
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.cache_size = cache_size
+        self.max_conflict_retries = max_conflict_retries
+        self.stats = RuntimeStats()
+        self._cache: OrderedDict[str, SagaState] = OrderedDict()
+        self._locks = KeyedLocks()
+
+    async def handle(self, envelope: Envelope) -> None:
+        """Process one message for the saga named by its correlation id."""
+        incoming = Incoming(
+            message=envelope.message,
+            message_id=envelope.message_id,
+            attempts=header_int(envelope.headers.get(HANDLER_ATTEMPTS), 1),
+        )
+        is_start = isinstance(envelope.message, self.saga.start)
+        commit = await self.apply(
+            envelope.correlation_id,
+            lambda state, now: decide(self.saga, state, incoming, now=now),
+            causation_id=envelope.message_id,
+            assume_new=is_start,
+        )
+        if commit is not None:
+            await self.dispatcher.dispatch(commit)
+
+    async def apply(
+        self, saga_id: str, decider: Decider, *, causation_id: str, assume_new: bool = False
+    ) -> Commit | None:
+        """Decide against the latest state and append the result; None if nothing changed.
+
+        ``assume_new`` skips the read for a saga that should not exist yet; if it does,
+        the append conflicts and the saga is loaded after all.
+        """
+        async with self._locks(saga_id):
+            state = self._cache.get(saga_id)
+            fresh = False
+            if state is None and assume_new:
+                state = SagaState(saga_id=saga_id)
+            for _ in range(self.max_conflict_retries):
+                if state is None:
+                    state, fresh = await self.store.load(saga_id), True
+                decision = decider(state, self.clock())
+                if decision.ignored and not fresh:
+                    state = None  # a cached state may be stale: decide on the stored one
+                    continue
+                if decision.ignored or not decision.events:
+                    self._ignore(saga_id, decision)
+                    return None
+                commit = self._commit(state, decision, causation_id)
+                try:
+                    await self.store.append(commit)
+                except ConcurrencyConflict:
+                    self.stats.conflicts += 1
+                    log.info("saga_version_conflict", saga_id=saga_id, version=commit.version)
+                    state, fresh = None, False
+                    continue
+                except DuplicateMessage:
+                    self.stats.duplicates += 1
+                    self._cache.pop(saga_id, None)
+                    log.info("message_already_processed", saga_id=saga_id)
+                    return None
+                self._remember(
+                    saga_id, apply_commit(state, commit.version, causation_id, commit.events)
+                )
+                self.stats.commits += 1
+                return commit
+        raise ConcurrencyConflict(
+            f"saga {saga_id}: {self.max_conflict_retries} version conflicts in a row"
+        )
+
+    def _commit(self, state: SagaState, decision: Decision, causation_id: str) -> Commit:
+        version = state.version + 1
+        after = apply_commit(state, version, causation_id, decision.events)
+        return Commit(
+            saga_id=state.saga_id,
+            version=version,
+            causation_id=causation_id,
+            events=decision.events,
+            outbox=tuple(OutboxEntry.of(o) for o in decision.outbox),
+            created_at=self.clock(),
+            deadline=after.deadline,
+            status=after.status.value if after.status else None,
+        )
+
+    def _ignore(self, saga_id: str, decision: Decision) -> None:
+        reason = decision.ignored or "no_change"
+        if reason == "duplicate":
+            self.stats.duplicates += 1
+        else:
+            self.stats.ignored += 1
+        log.info("message_ignored", saga_id=saga_id, reason=reason)
+
+    def _remember(self, saga_id: str, state: SagaState) -> None:
+        self._cache[saga_id] = state
+        self._cache.move_to_end(saga_id)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def forget(self, saga_id: str | None = None) -> None:
+        """Drop cached state (one saga, or all): the next message replays from the store."""
+        if saga_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(saga_id, None)

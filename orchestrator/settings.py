@@ -1,0 +1,148 @@
+"""Configuration from the environment, read once at start-up, with clear errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from orchestrator.messaging.topology import Topology
+
+__all__ = ["ConfigError", "Settings"]
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting of every service. Environment variable names are in ``from_env``."""
+
+    amqp_url: str = DEFAULT_AMQP_URL
+    mongodb_url: str | None = None
+    database: str = "saga"
+    namespace: str = "saga"
+    queue_type: str = "quorum"
+    retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0)
+    delivery_limit: int = 20
+    prefetch: int = 64
+    max_body_bytes: int = 256 * 1024
+    step_timeout: float = 30.0
+    step_max_sends: int = 3
+    relay_grace: float = 5.0
+    relay_interval: float = 1.0
+    payment_decline_above_cents: int = 500_000
+    shipping_undeliverable: tuple[str, ...] = ("Atlantis",)
+    log_format: str = "json"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``AMQP_URL``, ``MONGODB_URL``, ``SAGA_*``, ``PAYMENT_*``, ``SHIPPING_*``."""
+        e = os.environ if env is None else env
+        d = cls()
+        return cls(
+            amqp_url=e.get("AMQP_URL") or d.amqp_url,
+            mongodb_url=e.get("MONGODB_URL") or None,
+            database=e.get("SAGA_DATABASE", d.database),
+            namespace=_name(e, "SAGA_NAMESPACE", d.namespace),
+            queue_type=_choice(e, "SAGA_QUEUE_TYPE", d.queue_type, ("quorum", "classic")),
+            retry_delays=_floats(e, "SAGA_RETRY_DELAYS", d.retry_delays),
+            delivery_limit=_int(e, "SAGA_DELIVERY_LIMIT", d.delivery_limit),
+            prefetch=_int(e, "SAGA_PREFETCH", d.prefetch),
+            max_body_bytes=_int(e, "SAGA_MAX_BODY_BYTES", d.max_body_bytes),
+            step_timeout=_float(e, "SAGA_STEP_TIMEOUT", d.step_timeout),
+            step_max_sends=_int(e, "SAGA_STEP_MAX_SENDS", d.step_max_sends),
+            relay_grace=_float(e, "SAGA_RELAY_GRACE", d.relay_grace),
+            relay_interval=_float(e, "SAGA_RELAY_INTERVAL", d.relay_interval),
+            payment_decline_above_cents=_int(
+                e, "PAYMENT_DECLINE_ABOVE_CENTS", d.payment_decline_above_cents
+            ),
+            shipping_undeliverable=tuple(
+                s.strip()
+                for s in e.get("SHIPPING_UNDELIVERABLE", ",".join(d.shipping_undeliverable)).split(
+                    ","
+                )
+                if s.strip()
+            ),
+            log_format=_choice(e, "LOG_FORMAT", d.log_format, ("json", "console")),
+        )
+
+    def require_mongodb_url(self) -> str:
+        """The MongoDB URL, or a clear error saying how to set it."""
+        if not self.mongodb_url:
+            raise ConfigError(
+                "MONGODB_URL is not set (e.g. mongodb://127.0.0.1:27017/); "
+                "the development runner 'saga-dev' starts an embedded server"
+            )
+        return self.mongodb_url
+
+    def topology(self) -> Topology:
+        """The RabbitMQ names and queue settings of this deployment."""
+        return Topology(
+            namespace=self.namespace,
+            retry_delays=self.retry_delays,
+            queue_type=self.queue_type,  # type: ignore[arg-type]
+            delivery_limit=self.delivery_limit,
+        )
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some settings changed."""
+        return replace(self, **changes)
+
+
+def _int(e: Mapping[str, str], name: str, default: int) -> int:
+    raw = e.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+def _float(e: Mapping[str, str], name: str, default: float) -> float:
+    raw = e.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def _floats(e: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = e.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        values = tuple(float(x) for x in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} must be comma-separated seconds, e.g. 1,5,30") from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{name}={raw!r}: every delay must be positive")
+    return values
+
+
+def _choice(e: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = e.get(name) or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _name(e: Mapping[str, str], name: str, default: str) -> str:
+    value = e.get(name) or default
+    if not value.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(f"{name}={value!r} may hold only letters, digits, '-', '_' and '.'")
+    return value

@@ -1,0 +1,3 @@
+from participants.inventory import main
+
+main()

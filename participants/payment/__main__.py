@@ -1,0 +1,3 @@
+from participants.payment import main
+
+main()

@@ -1,0 +1,3 @@
+from participants.shipping import main
+
+main()
