@@ -103,6 +103,8 @@ class ServiceHost:
 
     async def kill(self) -> None:
         """Drop everything at once, as a crash would: nothing in hand is acked or flushed."""
+        for consumer in self.consumers:
+            consumer.abort()
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()

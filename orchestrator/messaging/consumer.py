@@ -108,6 +108,12 @@ class Consumer:
         if not channel.is_closed:
             await channel.close()
 
+    def abort(self) -> None:
+        """Drop work in hand without acking it (a crash): the broker redelivers it."""
+        for task in list(self._inflight):
+            task.cancel()
+        self._channel = None
+
     async def _on_message(self, raw: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         if task is not None:
