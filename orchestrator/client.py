@@ -35,8 +35,9 @@ class SagaClient:
     def __init__(self, settings: Settings, *, name: str = "client") -> None:
         self.settings = settings
         self.topology = settings.topology()
-        self.bus = Bus(url=settings.amqp_url, name=f"{settings.namespace}.{name}",
-                       topology=self.topology)
+        self.bus = Bus(
+            url=settings.amqp_url, name=f"{settings.namespace}.{name}", topology=self.topology
+        )
         self._mongo: AsyncMongoClient[dict[str, Any]] | None = None
         self._store: MongoSagaStore | None = None
 
@@ -49,8 +50,9 @@ class SagaClient:
 
     async def connect(self) -> None:
         """Connect to the broker and the store."""
-        self._mongo = await connect_mongo(self.settings.require_mongodb_url(),
-                                          app_name=self.bus.name)
+        self._mongo = await connect_mongo(
+            self.settings.require_mongodb_url(), app_name=self.bus.name
+        )
         self._store = MongoSagaStore(database=self._mongo[self.settings.database])
         await self.bus.connect()
 
@@ -66,14 +68,20 @@ class SagaClient:
         assert self._store is not None, "connect() first"
         return self._store
 
-    async def start(self, command: Message, *, saga_id: str | None = None,
-                    message_id: str | None = None) -> str:
+    async def start(
+        self, command: Message, *, saga_id: str | None = None, message_id: str | None = None
+    ) -> str:
         """Publish a saga's start command (confirmed); returns the saga id."""
         saga_id = saga_id or new_saga_id()
-        message = build_message(command, message_id=message_id or f"{saga_id}:start",
-                                correlation_id=saga_id, app_id=self.bus.name)
-        await self.bus.publish(message, exchange=self.topology.commands_exchange,
-                               routing_key=routing_key(command))
+        message = build_message(
+            command,
+            message_id=message_id or f"{saga_id}:start",
+            correlation_id=saga_id,
+            app_id=self.bus.name,
+        )
+        await self.bus.publish(
+            message, exchange=self.topology.commands_exchange, routing_key=routing_key(command)
+        )
         return saga_id
 
     async def state(self, saga_id: str) -> SagaState:
@@ -84,8 +92,9 @@ class SagaClient:
         """The saga's commits, oldest first."""
         return await self.store.history(saga_id)
 
-    async def wait_settled(self, saga_id: str, *, timeout: float = 30.0,
-                           poll: float = 0.05) -> SagaState:
+    async def wait_settled(
+        self, saga_id: str, *, timeout: float = 30.0, poll: float = 0.05
+    ) -> SagaState:
         """Poll until the saga is terminal or parked; TimeoutError with its state if not."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -94,6 +103,8 @@ class SagaClient:
             if state.status is not None and state.status.settled:
                 return state
             if loop.time() >= deadline:
-                raise TimeoutError(f"saga {saga_id} not settled after {timeout}s: "
-                                   f"status={state.status}, step={state.step}")
+                raise TimeoutError(
+                    f"saga {saga_id} not settled after {timeout}s: "
+                    f"status={state.status}, step={state.step}"
+                )
             await asyncio.sleep(poll)

@@ -59,12 +59,21 @@ class EmbeddedMongo:
                 "or set MONGODB_URL to a real MongoDB"
             )
         self.folder.mkdir(parents=True, exist_ok=True)
-        cmd = [exe, "--db", str(self.folder / self.database_file), "--port", str(self.port),
-               "--pid-file", str(self.folder / f"nx-27017-{self.port}.pid"),
-               "--log-file", str(self.log_file)]
+        cmd = [
+            exe,
+            "--db",
+            str(self.folder / self.database_file),
+            "--port",
+            str(self.port),
+            "--pid-file",
+            str(self.folder / f"nx-27017-{self.port}.pid"),
+            "--log-file",
+            str(self.log_file),
+        ]
         with open(self.folder / "nx-27017.stdout", "ab") as out:
-            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self._wait_ready(timeout)
         return self.url
 
@@ -75,7 +84,8 @@ class EmbeddedMongo:
             while True:
                 if self.process is not None and self.process.poll() is not None:
                     raise EmbeddedMongoError(
-                        f"nx-27017 exited with {self.process.returncode}; see {self.log_file}")
+                        f"nx-27017 exited with {self.process.returncode}; see {self.log_file}"
+                    )
                 try:
                     client.admin.command("ping")
                     return
@@ -84,7 +94,8 @@ class EmbeddedMongo:
                         self.stop()
                         raise EmbeddedMongoError(
                             f"nx-27017 did not answer on port {self.port} within {timeout}s; "
-                            f"see {self.log_file}") from None
+                            f"see {self.log_file}"
+                        ) from None
                     time.sleep(0.1)
         finally:
             client.close()

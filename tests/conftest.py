@@ -80,7 +80,9 @@ async def settings(
         log_format="console",
     )
     yield s
-    connection = await aio_pika.connect(amqp_url, client_properties={"connection_name": f"{name}.teardown"})
+    connection = await aio_pika.connect(
+        amqp_url, client_properties={"connection_name": f"{name}.teardown"}
+    )
     async with connection:
         channel = await connection.channel()
         await s.topology().delete(channel)

@@ -33,14 +33,22 @@ class System:
     shipping: ShippingService
     extra: list[ServiceHost] = field(default_factory=list)
 
-    async def order(self, *lines: tuple[str, int], amount_cents: int = 1_000,
-                    ship_to: str = "1 Main Street, Springfield",
-                    saga_id: str | None = None) -> str:
+    async def order(
+        self,
+        *lines: tuple[str, int],
+        amount_cents: int = 1_000,
+        ship_to: str = "1 Main Street, Springfield",
+        saga_id: str | None = None,
+    ) -> str:
         """Place an order through the broker; returns its saga id."""
         saga_id = saga_id or new_saga_id()
-        command = PlaceOrder(order_id=f"order-{saga_id[:8]}", customer_id="customer-1",
-                             lines=tuple(OrderLine(sku=s, quantity=q) for s, q in lines),
-                             amount_cents=amount_cents, ship_to=ship_to)
+        command = PlaceOrder(
+            order_id=f"order-{saga_id[:8]}",
+            customer_id="customer-1",
+            lines=tuple(OrderLine(sku=s, quantity=q) for s, q in lines),
+            amount_cents=amount_cents,
+            ship_to=ship_to,
+        )
         return await self.client.start(command, saga_id=saga_id)
 
     async def settle(self, saga_id: str, timeout: float = 60.0) -> SagaState:
@@ -80,15 +88,26 @@ async def start_system(settings: Settings) -> System:
         await service.start()
     client = SagaClient(settings, name="test-client")
     await client.connect()
-    return System(settings=settings, client=client, orchestrator=orchestrator,
-                  inventory=inventory, payment=payment, shipping=shipping)
+    return System(
+        settings=settings,
+        client=client,
+        orchestrator=orchestrator,
+        inventory=inventory,
+        payment=payment,
+        shipping=shipping,
+    )
 
 
 async def stop_system(system: System) -> None:
     """Stop whatever still runs."""
     await system.client.close()
-    for service in (system.orchestrator, system.inventory, system.payment, system.shipping,
-                    *system.extra):
+    for service in (
+        system.orchestrator,
+        system.inventory,
+        system.payment,
+        system.shipping,
+        *system.extra,
+    ):
         if service.started:
             await service.stop()
 

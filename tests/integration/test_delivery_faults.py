@@ -44,11 +44,15 @@ async def test_every_command_and_reply_delivered_twice_has_effect_once(system: S
     assert (await system.settle(completed)).status is Status.COMPLETED
     assert (await system.settle(compensated)).status is Status.COMPENSATED
 
-    apple = await eventually(lambda: system.levels("apple"), until=lambda lv: lv.shipped == 2,
-                             what="completed order shipped")
+    apple = await eventually(
+        lambda: system.levels("apple"),
+        until=lambda lv: lv.shipped == 2,
+        what="completed order shipped",
+    )
     assert (apple.available, apple.reserved, apple.shipped) == (8, 0, 2)
     payment = await system.payment_of(completed)
-    assert payment is not None and payment["status"] == "captured"
+    assert payment is not None
+    assert payment["status"] == "captured"
     for saga_id in (completed, compensated):
         history = await system.client.history(saga_id)
         events = [(e.type, e.step) for c in history for e in c.events]
@@ -83,8 +87,9 @@ async def test_crash_between_store_and_publish_delays_but_never_drops(system: Sy
     saga_id = await system.order(("apple", 1))
     await asyncio.wait_for(crasher.crashed.wait(), timeout=30)
     stored = await system.client.history(saga_id)
-    pending = [c for c in stored if any(o.routing_key == "payment.authorize_payment"
-                                        for o in c.outbox)]
+    pending = [
+        c for c in stored if any(o.routing_key == "payment.authorize_payment" for o in c.outbox)
+    ]
     assert len(pending) == 1, "the step was stored before the crash"
     assert await system.payment_of(saga_id) is None, "nothing was published"
 
@@ -94,7 +99,8 @@ async def test_crash_between_store_and_publish_delays_but_never_drops(system: Sy
     assert state.status is Status.COMPLETED
     assert restarted.relay.relayed >= 1
     apple = await system.levels("apple")
-    assert apple.total == 5 and apple.available == 4
+    assert apple.total == 5
+    assert apple.available == 4
 
 
 async def test_contention_sells_exactly_the_stock(system: System) -> None:
@@ -116,6 +122,9 @@ async def test_contention_sells_exactly_the_stock(system: System) -> None:
         await total_is_conserved()
     outcomes = collections.Counter(s.status for s in states)
     assert outcomes == {Status.COMPLETED: 20, Status.FAILED: 30}
-    levels = await eventually(lambda: system.levels("gpu"), until=lambda lv: lv.shipped == 20,
-                              what="every completed order shipped")
+    levels = await eventually(
+        lambda: system.levels("gpu"),
+        until=lambda lv: lv.shipped == 20,
+        what="every completed order shipped",
+    )
     assert (levels.available, levels.reserved, levels.shipped) == (0, 0, 20)

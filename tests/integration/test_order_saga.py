@@ -22,19 +22,28 @@ async def test_happy_path_reserves_authorizes_ships_then_settles(system: System)
     assert state.status is Status.COMPLETED
     assert state.done == ("reserve_stock", "authorize_payment", "schedule_shipment")
     payment = await system.payment_of(saga_id)
-    assert payment is not None and payment["amount_cents"] == 4_200
+    assert payment is not None
+    assert payment["amount_cents"] == 4_200
     assert payment["status"] in ("authorized", "captured")
     shipment = await system.shipment_of(saga_id)
-    assert shipment is not None and shipment["status"] == "scheduled"
+    assert shipment is not None
+    assert shipment["status"] == "scheduled"
     apple, pear = await system.levels("apple"), await system.levels("pear")
-    assert apple.available == 7 and apple.total == 10
-    assert pear.available == 3 and pear.total == 5
+    assert apple.available == 7
+    assert apple.total == 10
+    assert pear.available == 3
+    assert pear.total == 5
     history = await system.client.history(saga_id)
     kinds = [e.type for c in history for e in c.events]
     assert kinds == [
-        EventType.SAGA_STARTED, EventType.STEP_STARTED, EventType.STEP_SUCCEEDED,
-        EventType.STEP_STARTED, EventType.STEP_SUCCEEDED, EventType.STEP_STARTED,
-        EventType.STEP_SUCCEEDED, EventType.SAGA_COMPLETED,
+        EventType.SAGA_STARTED,
+        EventType.STEP_STARTED,
+        EventType.STEP_SUCCEEDED,
+        EventType.STEP_STARTED,
+        EventType.STEP_SUCCEEDED,
+        EventType.STEP_STARTED,
+        EventType.STEP_SUCCEEDED,
+        EventType.SAGA_COMPLETED,
     ]
     assert [c.version for c in history] == [1, 2, 3, 4]
 
@@ -70,7 +79,8 @@ async def test_payment_declined_releases_stock(system: System) -> None:
     apple = await system.levels("apple")
     assert (apple.available, apple.reserved, apple.shipped) == (10, 0, 0)
     payment = await system.payment_of(saga_id)
-    assert payment is not None and payment["status"] == "declined"
+    assert payment is not None
+    assert payment["status"] == "declined"
     assert await system.shipment_of(saga_id) is None
 
 
@@ -84,8 +94,12 @@ async def test_shipping_failure_voids_payment_then_releases_stock(system: System
     assert state.status is Status.COMPENSATED
     assert state.failed_step == "schedule_shipment"
     history = await system.client.history(saga_id)
-    compensations = [(e.type, e.step) for c in history for e in c.events
-                     if e.type in (EventType.COMPENSATION_STARTED, EventType.STEP_COMPENSATED)]
+    compensations = [
+        (e.type, e.step)
+        for c in history
+        for e in c.events
+        if e.type in (EventType.COMPENSATION_STARTED, EventType.STEP_COMPENSATED)
+    ]
     assert compensations == [
         (EventType.COMPENSATION_STARTED, "authorize_payment"),
         (EventType.STEP_COMPENSATED, "authorize_payment"),
@@ -95,6 +109,7 @@ async def test_shipping_failure_voids_payment_then_releases_stock(system: System
     commands = [o.routing_key for c in history for o in c.outbox if o.kind == "command"]
     assert commands[-2:] == ["payment.void_payment", "inventory.release_stock"]
     payment = await system.payment_of(saga_id)
-    assert payment is not None and payment["status"] == "voided"
+    assert payment is not None
+    assert payment["status"] == "voided"
     apple = await system.levels("apple")
     assert (apple.available, apple.reserved, apple.shipped) == (10, 0, 0)
