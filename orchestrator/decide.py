@@ -15,7 +15,15 @@ from contracts import Message, SagaCompensated, SagaCompleted, SagaFailed
 from orchestrator.definition import SagaDefinition, Step, routing_key
 from orchestrator.state import EventType, SagaEvent, SagaState, Status, evolve
 
-__all__ = ["Decision", "Incoming", "Outgoing", "command_id", "decide", "decide_timeout"]
+__all__ = [
+    "Decision",
+    "Incoming",
+    "Outgoing",
+    "command_id",
+    "decide",
+    "decide_resume",
+    "decide_timeout",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,7 +122,18 @@ def decide_timeout(saga: SagaDefinition, state: SagaState, *, now: datetime) -> 
         parked = _event(EventType.SAGA_PARKED, now, step.name, state.attempt, reason=reason)
         return Decision(events=(parked,))
     timed_out = _event(EventType.STEP_TIMED_OUT, now, step.name, state.attempt, reason=reason)
-    return _collect(_fail(saga, state, timed_out, now))
+    # The participant may have acted without its reply reaching us: undo this step too.
+    # Compensations are safe for a step that never happened (participants record that).
+    return _collect(_fail(saga, state, timed_out, now, uncertain=step))
+
+
+def decide_resume(saga: SagaDefinition, state: SagaState, *, now: datetime) -> Decision:
+    """An operator resumes a parked saga: its compensation starts again from the step
+    that failed to compensate, with a fresh resend budget."""
+    if state.status is not Status.COMPENSATION_FAILED or state.step is None:
+        return Decision(ignored=f"not_parked:status={state.status}")
+    resumed = _event(EventType.SAGA_RESUMED, now, state.step, 1)
+    return _collect(iter((resumed, *_begin_compensation(saga, state, saga.step(state.step), now))))
 
 
 # --- transitions: each yields events and outgoing messages in order -------------------
@@ -165,11 +184,19 @@ def _succeed(
     yield _outcome(state, outcome, "completed")
 
 
-def _fail(saga: SagaDefinition, state: SagaState, failure: SagaEvent, now: datetime) -> Emitted:
+def _fail(
+    saga: SagaDefinition,
+    state: SagaState,
+    failure: SagaEvent,
+    now: datetime,
+    uncertain: Step | None = None,
+) -> Emitted:
     """After a step failed or timed out: compensate what is done, or fail outright."""
     yield failure
     reason = str(failure.data.get("reason", ""))
     undoable = [saga.step(name) for name in state.done if saga.step(name).compensate]
+    if uncertain is not None and uncertain.compensate is not None:
+        undoable.append(uncertain)
     if not undoable:
         yield _event(EventType.SAGA_FAILED, now, None, 1, reason=reason)
         yield _outcome(

@@ -40,6 +40,7 @@ class ServiceHost:
     def __init__(self, settings: Settings, *, instance: str = "") -> None:
         self.settings = settings
         self.topology = settings.topology()
+        instance = instance or settings.instance
         label = f"{settings.namespace}.{self.service}" + (f".{instance}" if instance else "")
         self.bus = Bus(url=settings.amqp_url, name=label, topology=self.topology)
         self.consumers: list[Consumer] = []

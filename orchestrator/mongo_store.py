@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from orchestrator.errors import ConcurrencyConflict, DuplicateMessage, StoreUnavailable
 from orchestrator.state import SagaEvent, SagaState, replay
-from orchestrator.store import Commit, OutboxEntry
+from orchestrator.store import Commit, DueDeadline, OutboxEntry
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
@@ -129,6 +129,55 @@ class MongoSagaStore:
         except PyMongoError as e:
             raise StoreUnavailable(f"cannot read the outbox: {e}") from e
         return [_from_doc(d) for d in docs]
+
+    async def due_deadlines(self, *, now: datetime, limit: int) -> list[DueDeadline]:
+        """Deadlines that have passed, oldest first, each marked live or stale.
+
+        A commit's deadline is live only while the commit is its saga's latest; stale ones
+        are for :meth:`clear_deadlines`. Two queries per batch, whatever its size.
+        """
+        try:
+            docs = (
+                await self.commits.find(
+                    {"deadline": {"$lte": now}},
+                    {"saga_id": 1, "version": 1, "deadline": 1},
+                )
+                .sort("deadline", ASCENDING)
+                .limit(limit)
+                .to_list(None)
+            )
+            if not docs:
+                return []
+            latest: dict[str, int] = {}
+            cursor = self.commits.find(
+                {"saga_id": {"$in": list({d["saga_id"] for d in docs})}},
+                {"saga_id": 1, "version": 1},
+            )
+            async for doc in cursor:
+                latest[doc["saga_id"]] = max(latest.get(doc["saga_id"], 0), doc["version"])
+        except PyMongoError as e:
+            raise StoreUnavailable(f"cannot read deadlines: {e}") from e
+        return [
+            DueDeadline(
+                commit_id=d["_id"],
+                saga_id=d["saga_id"],
+                version=d["version"],
+                deadline=d["deadline"],
+                live=latest.get(d["saga_id"]) == d["version"],
+            )
+            for d in docs
+        ]
+
+    async def clear_deadlines(self, commit_ids: Sequence[str]) -> None:
+        """Forget deadlines that no longer apply (their saga moved on)."""
+        if not commit_ids:
+            return
+        try:
+            await self.commits.update_many(
+                {"_id": {"$in": list(commit_ids)}}, {"$set": {"deadline": None}}
+            )
+        except PyMongoError as e:
+            raise StoreUnavailable(f"cannot clear {len(commit_ids)} deadlines: {e}") from e
 
 
 def _to_doc(commit: Commit) -> Doc:

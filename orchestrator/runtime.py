@@ -9,20 +9,20 @@ already processed is acknowledged without effect.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
 
-from orchestrator.decide import Decision, Incoming, decide
+from orchestrator.decide import Decision, Incoming, decide, decide_resume, decide_timeout
 from orchestrator.errors import ConcurrencyConflict, DuplicateMessage
 from orchestrator.locks import KeyedLocks
 from orchestrator.messaging.envelope import HANDLER_ATTEMPTS, header_int
 from orchestrator.state import SagaState, apply_commit
-from orchestrator.store import Commit, OutboxEntry
+from orchestrator.store import Commit, DueDeadline, OutboxEntry
 
 if TYPE_CHECKING:
     from orchestrator.definition import SagaDefinition
@@ -50,6 +50,8 @@ class RuntimeStats:
     conflicts: int = 0
     duplicates: int = 0
     ignored: int = 0
+    timeouts: int = 0
+    ignored_by_reason: Counter[str] = field(default_factory=Counter)
 
 
 class SagaRuntime:
@@ -91,6 +93,40 @@ class SagaRuntime:
         )
         if commit is not None:
             await self.dispatcher.dispatch(commit)
+
+    async def on_deadline(self, due: DueDeadline) -> Commit | None:
+        """A stored deadline passed: resend, time the step out, or park the saga.
+        Instances racing on one deadline produce one commit (same causation id)."""
+
+        def decider(state: SagaState, now: datetime) -> Decision:
+            if state.version != due.version:
+                return Decision(ignored="stale_deadline")
+            return decide_timeout(self.saga, state, now=now)
+
+        commit = await self.apply(due.saga_id, decider, causation_id=f"deadline:{due.version}")
+        if commit is not None:
+            self.stats.timeouts += 1
+            log.warning(
+                "step_deadline_passed",
+                saga_id=due.saga_id,
+                events=[e.type.value for e in commit.events],
+            )
+            await self.dispatcher.dispatch(commit)
+        return commit
+
+    async def resume(self, saga_id: str) -> Commit | None:
+        """Restart the compensation of a parked saga (an operator's decision).
+        None if the saga is not parked."""
+        state = await self.store.load(saga_id)
+        commit = await self.apply(
+            saga_id,
+            lambda s, now: decide_resume(self.saga, s, now=now),
+            causation_id=f"resume:{state.version}",
+        )
+        if commit is not None:
+            log.info("saga_resumed", saga_id=saga_id)
+            await self.dispatcher.dispatch(commit)
+        return commit
 
     async def apply(
         self, saga_id: str, decider: Decider, *, causation_id: str, assume_new: bool = False
@@ -157,6 +193,7 @@ class SagaRuntime:
             self.stats.duplicates += 1
         else:
             self.stats.ignored += 1
+            self.stats.ignored_by_reason[reason.split(":", 1)[0]] += 1
         log.info("message_ignored", saga_id=saga_id, reason=reason)
 
     def _remember(self, saga_id: str, state: SagaState) -> None:

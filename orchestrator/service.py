@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestrator.deadlines import DeadlineWatcher
 from orchestrator.host import ServiceHost, run_service
 from orchestrator.mongo_store import MongoSagaStore
 from orchestrator.order_saga import order_fulfilment
@@ -65,8 +66,15 @@ class OrchestratorService(ServiceHost):
             grace=self.settings.relay_grace,
             interval=self.settings.relay_interval,
         )
+        self._deadlines = DeadlineWatcher(
+            store=store,
+            runtime=self._runtime,
+            clock=utcnow,
+            interval=self.settings.deadline_poll,
+        )
         self.background(dispatcher.run)
         self.background(self._relay.run)
+        self.background(self._deadlines.run)
         self.consume("orchestrator.commands", self._runtime.handle)
         self.consume("orchestrator.replies", self._runtime.handle)
 

@@ -35,6 +35,9 @@ class Settings:
     step_max_sends: int = 3
     relay_grace: float = 5.0
     relay_interval: float = 1.0
+    deadline_poll: float = 0.5
+    max_attempts: int | None = None
+    instance: str = ""
     payment_decline_above_cents: int = 500_000
     shipping_undeliverable: tuple[str, ...] = ("Atlantis",)
     log_format: str = "json"
@@ -59,6 +62,9 @@ class Settings:
             step_max_sends=_int(e, "SAGA_STEP_MAX_SENDS", d.step_max_sends),
             relay_grace=_float(e, "SAGA_RELAY_GRACE", d.relay_grace),
             relay_interval=_float(e, "SAGA_RELAY_INTERVAL", d.relay_interval),
+            deadline_poll=_float(e, "SAGA_DEADLINE_POLL", d.deadline_poll),
+            max_attempts=_int(e, "SAGA_MAX_ATTEMPTS", 0) or None,
+            instance=e.get("SAGA_INSTANCE", ""),
             payment_decline_above_cents=_int(
                 e, "PAYMENT_DECLINE_ABOVE_CENTS", d.payment_decline_above_cents
             ),
@@ -86,6 +92,7 @@ class Settings:
         return Topology(
             namespace=self.namespace,
             retry_delays=self.retry_delays,
+            max_attempts=self.max_attempts,
             queue_type=self.queue_type,  # type: ignore[arg-type]
             delivery_limit=self.delivery_limit,
         )

@@ -16,7 +16,7 @@ from contracts import Message, resolve
 from orchestrator.decide import Outgoing
 from orchestrator.state import SagaEvent, SagaState
 
-__all__ = ["Commit", "OutboxEntry", "SagaStore"]
+__all__ = ["Commit", "DueDeadline", "OutboxEntry", "SagaStore"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +87,17 @@ class Commit:
         return f"{self.saga_id}:{self.version}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class DueDeadline:
+    """A stored deadline that has passed. ``live`` if its commit is still the latest."""
+
+    commit_id: str
+    saga_id: str
+    version: int
+    deadline: datetime
+    live: bool
+
+
 class SagaStore(Protocol):
     """Where sagas live. Adapters: :class:`orchestrator.mongo_store.MongoSagaStore`."""
 
@@ -105,4 +116,12 @@ class SagaStore(Protocol):
 
     async def undispatched(self, *, older_than: datetime, limit: int) -> list[Commit]:
         """Commits whose outbox may not have been published, oldest first."""
+        ...
+
+    async def due_deadlines(self, *, now: datetime, limit: int) -> list[DueDeadline]:
+        """Passed deadlines, oldest first, each marked live or stale."""
+        ...
+
+    async def clear_deadlines(self, commit_ids: Sequence[str]) -> None:
+        """Forget stale deadlines."""
         ...

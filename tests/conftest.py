@@ -20,6 +20,7 @@ import aio_pika
 import pytest
 from pymongo import AsyncMongoClient
 
+from orchestrator.devrun import ensure_rabbitmq
 from orchestrator.embedded import EmbeddedMongo
 from orchestrator.settings import DEFAULT_AMQP_URL, Settings
 
@@ -36,8 +37,11 @@ def _docker_works() -> bool:
 
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
-    """The broker every test uses."""
-    return os.environ.get("AMQP_URL") or DEFAULT_AMQP_URL
+    """The broker every test uses (a stopped local server is started)."""
+    url = os.environ.get("AMQP_URL") or DEFAULT_AMQP_URL
+    if not ensure_rabbitmq(url):
+        pytest.exit(f"RabbitMQ does not answer at {url}; start it or set AMQP_URL", returncode=3)
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -48,6 +48,7 @@ class WorkQueue:
     bindings: tuple[str, ...]
     retry_delays: tuple[float, ...]
     purpose: str
+    attempts: int | None = None
 
     @property
     def dlq(self) -> str:
@@ -60,8 +61,9 @@ class WorkQueue:
 
     @property
     def max_attempts(self) -> int:
-        """Deliveries in all: the first, then one per retry tier."""
-        return len(self.retry_delays) + 1
+        """Deliveries in all before the dead-letter queue: by default the first, then one
+        per retry tier; if set higher, the last tier repeats."""
+        return self.attempts or len(self.retry_delays) + 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +72,8 @@ class Topology:
 
     namespace: str = "saga"
     retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0)
+    max_attempts: int | None = None
+    """Deliveries before dead-lettering; default one more than there are retry tiers."""
     queue_type: QueueType = "quorum"
     delivery_limit: int = 20
     """Quorum queues dead-letter a message redelivered this often (a crash loop backstop)."""
@@ -121,6 +125,7 @@ class Topology:
             bindings=bindings,
             retry_delays=self.retry_delays,
             purpose=purpose,
+            attempts=self.max_attempts,
         )
 
     @property

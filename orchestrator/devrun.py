@@ -1,0 +1,273 @@
+"""``saga-dev``: the whole system on one machine, for development and demos.
+
+Makes sure RabbitMQ answers (starting a local ``rabbitmq-server`` if it is installed but
+stopped), uses MONGODB_URL or starts the embedded MongoDB-protocol server under
+``.data/``, starts the orchestrator and the three participants as separate processes
+(the same entry points the compose file runs), places a sample order, prints its saga
+step by step, then keeps everything running until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from contracts import OrderLine, PlaceOrder
+from orchestrator.client import SagaClient
+from orchestrator.embedded import EmbeddedMongo
+from orchestrator.settings import ConfigError, Settings
+from orchestrator.timeline import timeline_lines
+
+__all__ = ["ensure_rabbitmq", "main"]
+
+DATA = Path(".data")
+SERVICES = {
+    "orchestrator": "orchestrator",
+    "inventory": "participants.inventory",
+    "payment": "participants.payment",
+    "shipping": "participants.shipping",
+}
+SAMPLE_STOCK = {"apple": 100, "pear": 50, "gpu": 3}
+
+
+def say(text: str) -> None:
+    """Progress for the person at the terminal."""
+    print(text, flush=True)
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_for(check: object, what: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.5)
+    say(f"  {what} did not come up within {timeout:.0f}s")
+    return False
+
+
+def ensure_rabbitmq(amqp_url: str, *, start: bool = True) -> bool:
+    """True once the broker accepts TCP connections; starts a local server if allowed."""
+    parts = urlsplit(amqp_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+    if _answers(host, port):
+        say(f"RabbitMQ answers at {host}:{port}")
+        return True
+    local = host in ("127.0.0.1", "localhost", "::1")
+    if not (start and local and shutil.which("rabbitmq-server")):
+        say(f"RabbitMQ does not answer at {host}:{port}. Start it, or set AMQP_URL.")
+        return False
+    say("RabbitMQ is installed but stopped: starting it (rabbitmq-server -detached) ...")
+    subprocess.run(["rabbitmq-server", "-detached"], check=False, capture_output=True)
+    if not _wait_for(lambda: _answers(host, port), "RabbitMQ", 120):
+        return False
+    if shutil.which("rabbitmqctl"):
+        subprocess.run(
+            ["rabbitmqctl", "await_startup"], check=False, capture_output=True, timeout=120
+        )
+    say(f"RabbitMQ answers at {host}:{port}")
+    return True
+
+
+def management_ui(amqp_url: str) -> str:
+    """Where the management UI is, enabling the plugin on a local broker if needed."""
+    parts = urlsplit(amqp_url)
+    host = parts.hostname or "127.0.0.1"
+    url = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:15672/"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+    if up():
+        return url
+    if host in ("127.0.0.1", "localhost", "::1") and shutil.which("rabbitmq-plugins"):
+        say("Enabling the RabbitMQ management plugin (rabbitmq-plugins enable ...)")
+        subprocess.run(
+            ["rabbitmq-plugins", "enable", "rabbitmq_management"],
+            check=False,
+            capture_output=True,
+            timeout=120,
+        )
+        if _wait_for(up, "management UI", 60):
+            return url
+    return f"{url} (not reachable: enable with 'rabbitmq-plugins enable rabbitmq_management')"
+
+
+class DevSystem:
+    """The child processes and the embedded store."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.mongo: EmbeddedMongo | None = None
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = DATA / "logs"
+
+    def start_store(self) -> str:
+        """MONGODB_URL, or the embedded server with its data under .data/mongo."""
+        if self.settings.mongodb_url:
+            say("MongoDB: using MONGODB_URL")
+            return self.settings.mongodb_url
+        say("MongoDB: MONGODB_URL is unset, starting the embedded server (nx-27017) ...")
+        self.mongo = EmbeddedMongo(DATA / "mongo")
+        url = self.mongo.start()
+        (DATA / "dev.env").write_text(f"MONGODB_URL={url}\n")
+        say(f"MongoDB: embedded server at {url} (data in {DATA / 'mongo'})")
+        return url
+
+    def start_services(self, mongodb_url: str) -> None:
+        """One process per service, logs under .data/logs."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, AMQP_URL=self.settings.amqp_url, MONGODB_URL=mongodb_url)
+        for name, module in SERVICES.items():
+            log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+            self.children[name] = subprocess.Popen(
+                [sys.executable, "-m", module],
+                env=env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        for name in SERVICES:
+            log_path = self.logs / f"{name}.log"
+            while f"{name} ready".encode() not in log_path.read_bytes()[-4000:]:
+                if self.children[name].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start; see {log_path}")
+                time.sleep(0.2)
+            say(f"  {name:<13} pid {self.children[name].pid:<7} log {log_path}")
+
+    def watch(self) -> None:
+        """Block until Ctrl-C or SIGTERM, reporting any service that exits."""
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        reported: set[str] = set()
+        while True:
+            for name, child in self.children.items():
+                if child.poll() is not None and name not in reported:
+                    reported.add(name)
+                    say(f"!! {name} exited with {child.returncode}; see {self.logs / name}.log")
+            time.sleep(1)
+
+    def stop(self) -> None:
+        """Stop children, then the embedded store. A second Ctrl-C does not cut this short."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.children.values():
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if self.mongo is not None:
+            self.mongo.stop()
+
+
+async def seed_and_order(settings: Settings) -> None:
+    """Give the sample SKUs stock (first run only), place a sample order, follow it."""
+    from participants.inventory.store import MongoInventory  # noqa: PLC0415
+
+    async with SagaClient(settings, name="dev-runner") as client:
+        inventory = MongoInventory(database=client.store.commits.database)
+        for sku, units in SAMPLE_STOCK.items():
+            if (await inventory.levels(sku)).total == 0:
+                await inventory.restock(sku, units)
+        order = PlaceOrder(
+            order_id=f"sample-{int(time.time())}",
+            customer_id="customer-42",
+            lines=(OrderLine(sku="apple", quantity=2), OrderLine(sku="pear", quantity=1)),
+            amount_cents=1_250,
+            ship_to="1 Main Street, Springfield",
+        )
+        saga_id = await client.start(order)
+        say(f"\nPlaced sample order {order.order_id} (saga {saga_id}):")
+        await follow(client, saga_id)
+        for sku in SAMPLE_STOCK:
+            lv = await inventory.levels(sku)
+            say(
+                f"  stock {sku:<6} available {lv.available:<4} reserved {lv.reserved:<4} "
+                f"shipped {lv.shipped}"
+            )
+
+
+async def follow(client: SagaClient, saga_id: str, timeout: float = 60.0) -> None:
+    """Print each event of the saga as it is stored, until it settles."""
+    printed = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        history = await client.history(saga_id)
+        lines = list(timeline_lines(history))
+        for line in lines[printed:]:
+            say("  " + line)
+        printed = len(lines)
+        state = await client.state(saga_id)
+        if state.status is not None and state.status.settled:
+            say(f"  => {state.status.value}")
+            return
+        await asyncio.sleep(0.1)
+    say(f"  (saga {saga_id} still running after {timeout:.0f}s; see 'saga status {saga_id}')")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point ``saga-dev``."""
+    parser = argparse.ArgumentParser(prog="saga-dev", description=__doc__)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only make sure RabbitMQ runs (start it if local), then exit",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as e:
+        sys.exit(f"configuration error: {e}")
+    if not ensure_rabbitmq(settings.amqp_url):
+        sys.exit(1)
+    if args.check:
+        return
+    system = DevSystem(settings)
+    try:
+        settings = settings.with_(mongodb_url=system.start_store())
+        say("Starting services:")
+        system.start_services(settings.require_mongodb_url())
+        asyncio.run(seed_and_order(settings))
+        ui = management_ui(settings.amqp_url)
+        say(f"""
+Running. RabbitMQ management UI: {ui} (guest/guest); queues are named '{settings.namespace}.*'.
+Place more orders from another terminal:
+    uv run saga order apple:2 pear:1 --amount 1999
+    uv run saga order gpu:5            # more than in stock: fails, nothing reserved
+    uv run saga order apple:1 --ship-to Atlantis   # shipping refuses: compensated
+Inspect:  uv run saga status <saga-id>     uv run saga stock apple pear gpu
+Press Ctrl-C to stop.""")
+        system.watch()
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as e:
+        say(f"error: {e}")
+        sys.exit(1)
+    finally:
+        say("Stopping ...")
+        system.stop()
