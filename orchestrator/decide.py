@@ -92,7 +92,9 @@ def decide(
             message_id=incoming.message_id,
         )
         return _collect(_fail(saga, state, failed, now))
-    if state.status is Status.COMPENSATING and current and outcome == "compensated":
+    compensating = state.status in (Status.COMPENSATING, Status.COMPENSATION_FAILED)
+    if compensating and current and outcome == "compensated":
+        # Also when parked: the compensation did happen after all, so carry on from it.
         return _collect(_compensated(saga, state, step, incoming, now))
     if outcome == "success" and _needs_late_compensation(state, step):
         return _late_success(saga, state, step, incoming, now)

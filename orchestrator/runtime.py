@@ -51,6 +51,7 @@ class RuntimeStats:
     duplicates: int = 0
     ignored: int = 0
     timeouts: int = 0
+    stale_reloads: int = 0
     ignored_by_reason: Counter[str] = field(default_factory=Counter)
 
 
@@ -146,7 +147,10 @@ class SagaRuntime:
                     state, fresh = await self.store.load(saga_id), True
                 decision = decider(state, self.clock())
                 if decision.ignored and not fresh:
-                    state = None  # a cached state may be stale: decide on the stored one
+                    # A cached state may be stale (another instance moved the saga on):
+                    # decide again on the stored one before ignoring anything.
+                    self.stats.stale_reloads += 1
+                    state = None
                     continue
                 if decision.ignored or not decision.events:
                     self._ignore(saga_id, decision)

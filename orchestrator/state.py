@@ -97,7 +97,8 @@ class SagaState:
     """Everything the orchestrator needs to decide what a saga does next.
 
     ``version`` is the number of commits applied; ``processed`` holds the ids of messages
-    already handled, so a redelivered message changes nothing. ``deadline`` is when the
+    already handled, so a redelivered message changes nothing. ``reason`` says why the
+    saga failed; ``parked_reason`` why it waits for an operator. ``deadline`` is when the
     current step (or compensation) times out, if a reply is awaited.
     """
 
@@ -111,6 +112,7 @@ class SagaState:
     done: tuple[str, ...] = ()
     failed_step: str | None = None
     reason: str | None = None
+    parked_reason: str | None = None
     deadline: datetime | None = None
     processed: frozenset[str] = frozenset()
     started_at: datetime | None = None
@@ -148,6 +150,7 @@ def evolve(state: SagaState, event: SagaEvent) -> SagaState:
             return replace(
                 s,
                 status=Status.COMPENSATING,
+                parked_reason=None,
                 step=event.step,
                 attempt=event.attempt,
                 deadline=d.get("deadline"),
@@ -169,11 +172,11 @@ def evolve(state: SagaState, event: SagaEvent) -> SagaState:
                 s,
                 status=Status.COMPENSATION_FAILED,
                 step=event.step,
-                reason=d.get("reason"),
+                parked_reason=d.get("reason"),
                 deadline=None,
             )
         case EventType.SAGA_RESUMED:
-            return replace(s, status=Status.COMPENSATING)
+            return replace(s, status=Status.COMPENSATING, parked_reason=None)
     return s  # pragma: no cover - the match is exhaustive over EventType
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +10,7 @@ import pytest
 
 from contracts import OrderLine, PlaceOrder
 from orchestrator.client import SagaClient, new_saga_id
+from orchestrator.harness import InvariantReport, check_invariants
 from orchestrator.host import ServiceHost
 from orchestrator.service import OrchestratorService
 from orchestrator.settings import Settings
@@ -17,6 +18,7 @@ from orchestrator.state import SagaState
 from participants.inventory import InventoryService, Levels
 from participants.payment import PaymentService
 from participants.shipping import ShippingService
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +79,24 @@ class System:
         await self.orchestrator.start()
         return self.orchestrator
 
+    async def invariants(
+        self, initial_stock: dict[str, int], saga_ids: list[str], timeout: float = 60.0
+    ) -> InvariantReport:
+        """Wait for quiescence (the invariants hold) and return the report; a report with
+        violations at the deadline fails the test with the violations listed."""
+        db = self.inventory.db
+
+        async def check() -> InvariantReport:
+            return await check_invariants(db, saga_ids=saga_ids, initial_stock=initial_stock)
+
+        return await eventually(check, until=lambda r: r.ok, timeout=timeout, what="invariants")
+
+    async def start_extra(self, service: ServiceHost) -> ServiceHost:
+        """Start another service instance (stopped at teardown)."""
+        await service.start()
+        self.extra.append(service)
+        return service
+
 
 async def start_system(settings: Settings) -> System:
     """Start every service and a client."""
@@ -120,3 +140,23 @@ async def system(settings: Settings) -> AsyncIterator[System]:
         yield running
     finally:
         await stop_system(running)
+
+
+SystemFactory = Callable[..., Awaitable[System]]
+
+
+@pytest.fixture
+async def make_system(settings: Settings) -> AsyncIterator[SystemFactory]:
+    """Start the system with some settings changed: ``await make_system(step_timeout=1)``."""
+    started: list[System] = []
+
+    async def make(**changes: Any) -> System:
+        running = await start_system(settings.with_(**changes))
+        started.append(running)
+        return running
+
+    try:
+        yield make
+    finally:
+        for running in started:
+            await stop_system(running)
