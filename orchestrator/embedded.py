@@ -34,10 +34,9 @@ def free_port() -> int:
 class EmbeddedMongo:
     """One ``nx-27017`` process; ``with EmbeddedMongo(folder) as url:`` or start()/stop()."""
 
-    def __init__(self, folder: Path, *, port: int | None = None, database_file: str = "mongo.db"):
+    def __init__(self, folder: Path, *, port: int | None = None) -> None:
         self.folder = folder
         self.port = port or free_port()
-        self.database_file = database_file
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,11 +57,14 @@ class EmbeddedMongo:
                 "nx-27017 is not installed; run 'uv sync' (it is a dev dependency), "
                 "or set MONGODB_URL to a real MongoDB"
             )
-        self.folder.mkdir(parents=True, exist_ok=True)
+        data = self.folder / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        # --data-dir keeps each database in its own file; with a single --db file the
+        # server ignores database names, so databases would share collections.
         cmd = [
             exe,
-            "--db",
-            str(self.folder / self.database_file),
+            "--data-dir",
+            str(data),
             "--port",
             str(self.port),
             "--pid-file",

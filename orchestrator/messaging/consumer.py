@@ -144,7 +144,7 @@ class Consumer:
             except Exception as e:
                 await self._retry(raw, attempt, e)
             else:
-                await raw.ack()
+                await self._settle(raw, ack=True)
 
     async def _retry(self, raw: AbstractIncomingMessage, attempt: int, error: Exception) -> None:
         if attempt >= self.queue.max_attempts:
@@ -203,11 +203,23 @@ class Consumer:
         )
         try:
             await self.bus.publish(copy, exchange="", routing_key=queue)
-        except Exception:
-            log.exception("forward_failed_requeueing", target=queue)
-            await raw.nack(requeue=True)
+        except Exception as e:  # the original must go back, whatever failed
+            log.warning("forward_failed_requeueing", target=queue, error=repr(e))
+            await self._settle(raw, ack=False)
             return
-        await raw.ack()
+        await self._settle(raw, ack=True)
+
+    @staticmethod
+    async def _settle(raw: AbstractIncomingMessage, *, ack: bool) -> None:
+        """Ack, or nack with requeue. If the channel is gone the broker already requeued
+        the message; there is nothing left to do but say so."""
+        try:
+            if ack:
+                await raw.ack()
+            else:
+                await raw.nack(requeue=True)
+        except Exception as e:  # a closed channel cannot settle anything
+            log.warning("delivery_not_settled_will_be_redelivered", error=repr(e))
 
 
 def _attempt(raw: AbstractIncomingMessage) -> int:

@@ -10,6 +10,7 @@ instances never work on one saga at once).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -59,7 +60,7 @@ class ReserveOutcome:
 class MongoInventory:
     """The inventory's data: ``inventory_stock`` and ``inventory_reservations``."""
 
-    def __init__(self, *, database: AsyncDatabase[Doc], lease_seconds: float = 30.0) -> None:
+    def __init__(self, *, database: AsyncDatabase[Doc], lease_seconds: float = 10.0) -> None:
         self.stock = database["inventory_stock"]
         self.reservations = database["inventory_reservations"]
         self.lease = timedelta(seconds=lease_seconds)
@@ -106,6 +107,15 @@ class MongoInventory:
         done = await self._claim(saga_id, lines)
         if done is not None:
             return done
+        try:
+            return await self._reserve_lines(saga_id, lines)
+        except BaseException:
+            # Interrupted (store error, cancelled on a lost connection): give up the lease
+            # so the redelivery can carry on at once instead of waiting for it to expire.
+            await self._abandon(saga_id)
+            raise
+
+    async def _reserve_lines(self, saga_id: str, lines: tuple[OrderLine, ...]) -> ReserveOutcome:
         for line in sorted(lines, key=lambda x: x.sku):
             if not await self._hold(saga_id, line.sku, line.quantity):
                 await self._unhold_all(saga_id, lines, back_to="available")
@@ -200,6 +210,14 @@ class MongoInventory:
         if taken is None:
             raise ReservationBusy(f"reservation {saga_id} was taken over by another worker")
         return None
+
+    async def _abandon(self, saga_id: str) -> None:
+        """Expire our lease on an unfinished reservation (best effort)."""
+        with contextlib.suppress(PyMongoError):  # if this fails the lease simply runs out
+            await self.reservations.update_one(
+                {"_id": saga_id, "status": "reserving"},
+                {"$set": {"lease_until": _now() - timedelta(seconds=1)}},
+            )
 
     async def _hold(self, saga_id: str, sku: str, units: int) -> bool:
         """Move units from available to the saga's hold; True if held (now or before)."""
