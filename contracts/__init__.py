@@ -6,10 +6,19 @@ which :func:`decode` uses to validate bodies read off the wire.
 
 from contracts.base import Message, decode, encode, message, registered_types, resolve
 from contracts.errors import ContractError, MalformedMessage, MalformedReason
-from contracts.events import SagaCompensated, SagaCompleted, SagaFailed, SagaOutcome
+from contracts.events import (
+    ProgressEvent,
+    SagaCompensated,
+    SagaCompleted,
+    SagaFailed,
+    SagaOutcome,
+    SagaProgressed,
+)
 from contracts.inventory import (
+    InventoryRestocked,
     ReleaseStock,
     ReserveStock,
+    RestockStock,
     StockReleased,
     StockReservationFailed,
     StockReserved,
@@ -34,6 +43,7 @@ __all__ = [
     "AuthorizePayment",
     "CancelShipment",
     "ContractError",
+    "InventoryRestocked",
     "MalformedMessage",
     "MalformedReason",
     "Message",
@@ -42,12 +52,15 @@ __all__ = [
     "PaymentDeclined",
     "PaymentVoided",
     "PlaceOrder",
+    "ProgressEvent",
     "ReleaseStock",
     "ReserveStock",
+    "RestockStock",
     "SagaCompensated",
     "SagaCompleted",
     "SagaFailed",
     "SagaOutcome",
+    "SagaProgressed",
     "ScheduleShipment",
     "ShipmentCancelled",
     "ShipmentFailed",

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from pydantic import Field
 
 from contracts.base import Message, message
 
-__all__ = ["SagaCompensated", "SagaCompleted", "SagaFailed", "SagaOutcome"]
+__all__ = [
+    "ProgressEvent",
+    "SagaCompensated",
+    "SagaCompleted",
+    "SagaFailed",
+    "SagaOutcome",
+    "SagaProgressed",
+]
 
 
 class SagaOutcome(Message):
@@ -34,3 +44,33 @@ class SagaCompensated(SagaOutcome):
 
     reason: str
     failed_step: str
+
+
+class ProgressEvent(Message):
+    """One stored saga event, as published in :class:`SagaProgressed`."""
+
+    type: str
+    at: datetime
+    step: str | None = None
+    attempt: int = 1
+    reason: str | None = None
+
+
+@message("saga.progressed.v1")
+class SagaProgressed(Message):
+    """A saga's new events (one commit), for read-side consumers.
+
+    ``version`` orders them per saga; consumers keep the highest version they applied,
+    so redelivered or reordered copies change nothing. ``start`` is the saga's start
+    message, so any consumer can act on the saga's data without reading the event store.
+    """
+
+    saga_name: str
+    version: int = Field(ge=1)
+    status: str
+    step: str | None = None
+    reference: str = ""
+    started_at: datetime | None = None
+    deadline: datetime | None = None
+    events: tuple[ProgressEvent, ...]
+    start: dict[str, Any] = Field(default_factory=dict)

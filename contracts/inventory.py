@@ -5,11 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 
 from contracts.base import Message, message
-from contracts.orders import OrderLine
+from contracts.orders import OrderLine, Sku
 
 __all__ = [
+    "InventoryRestocked",
     "ReleaseStock",
     "ReserveStock",
+    "RestockStock",
     "StockReleased",
     "StockReservationFailed",
     "StockReserved",
@@ -52,3 +54,23 @@ class StockReleased(Message):
     """The saga's reservation (if any) has been returned to available stock."""
 
     order_id: str
+
+
+@message("inventory.restock_stock.v1")
+class RestockStock(Message):
+    """Operator command: add units to available stock. The message id is the restock id,
+    so a repeated command adds the units once."""
+
+    sku: Sku
+    units: int = Field(gt=0, le=10_000_000)
+    reason: str = Field(default="", max_length=500)
+
+
+@message("inventory.restocked.v1")
+class InventoryRestocked(Message):
+    """Units were added to available stock (published once per restock id, possibly again
+    on redelivery: consumers dedupe by ``restock_id``)."""
+
+    sku: Sku
+    units: int
+    restock_id: str

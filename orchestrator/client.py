@@ -4,19 +4,27 @@ and the tests. Starting a saga is publishing its start command; nothing else is 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from contracts import RestockStock, decode
 from orchestrator.definition import routing_key
 from orchestrator.messaging.bus import Bus
 from orchestrator.messaging.envelope import build_message
 from orchestrator.mongo import connect_mongo
 from orchestrator.mongo_store import MongoSagaStore
+from orchestrator.order_saga import order_fulfilment
+from orchestrator.outbox import AmqpOutboxPublisher, Dispatcher
+from orchestrator.runtime import SagaRuntime
+from orchestrator.timeline import timeline_lines
 
 if TYPE_CHECKING:
     from pymongo import AsyncMongoClient
 
     from contracts import Message
+    from orchestrator.definition import SagaDefinition
     from orchestrator.settings import Settings
     from orchestrator.state import SagaState
     from orchestrator.store import Commit
@@ -83,6 +91,84 @@ class SagaClient:
             message, exchange=self.topology.commands_exchange, routing_key=routing_key(command)
         )
         return saga_id
+
+    async def restock(
+        self, sku: str, units: int, *, restock_id: str | None = None, reason: str = ""
+    ) -> str:
+        """Ask inventory to add units (once per restock id); returns the restock id."""
+        restock_id = restock_id or f"restock-{uuid.uuid4().hex}"
+        command = RestockStock(sku=sku, units=units, reason=reason)
+        message = build_message(
+            command, message_id=restock_id, correlation_id=restock_id, app_id=self.bus.name
+        )
+        await self.bus.publish(
+            message, exchange=self.topology.commands_exchange, routing_key=routing_key(command)
+        )
+        return restock_id
+
+    async def publish_raw(
+        self,
+        type_name: str,
+        body: dict[str, Any],
+        *,
+        correlation_id: str,
+        message_id: str | None = None,
+    ) -> str:
+        """Validate a command given as JSON and publish it like any service would.
+        Raises ``MalformedMessage`` (nothing is published) if it is not a valid contract."""
+        command = decode(type_name, json.dumps(body).encode())
+        message_id = message_id or f"{correlation_id}:{uuid.uuid4().hex[:12]}"
+        message = build_message(
+            command,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            app_id=self.bus.name,
+            reply_to=None,
+        )
+        await self.bus.publish(
+            message, exchange=self.topology.commands_exchange, routing_key=routing_key(command)
+        )
+        return message_id
+
+    async def resume(self, saga_id: str, saga: SagaDefinition | None = None) -> Commit | None:
+        """Resume a parked saga: append the decision and publish its compensation command.
+        None if the saga is not parked."""
+        definition = saga or order_fulfilment(
+            timeout=self.settings.step_timeout, max_sends=self.settings.step_max_sends
+        )
+        dispatcher = Dispatcher(store=self.store, publisher=AmqpOutboxPublisher(bus=self.bus))
+        runtime = SagaRuntime(
+            saga=definition,
+            store=self.store,
+            dispatcher=dispatcher,
+            publish_progress=self.settings.publish_progress,
+        )
+        commit = await runtime.resume(saga_id)
+        await dispatcher.flush()
+        return commit
+
+    async def follow(
+        self, saga_id: str, printer: Callable[[str], None], *, timeout: float = 60.0
+    ) -> SagaState:
+        """Print each event of the saga as it is stored, until it settles or time is up."""
+        printed = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            lines = list(timeline_lines(await self.history(saga_id)))
+            for line in lines[printed:]:
+                printer("  " + line)
+            printed = len(lines)
+            state = await self.state(saga_id)
+            if state.status is not None and state.status.settled:
+                printer(f"  => {state.status.value}")
+                return state
+            if loop.time() >= deadline:
+                printer(
+                    f"  (still {state.status} after {timeout:.0f}s; see 'saga status {saga_id}')"
+                )
+                return state
+            await asyncio.sleep(0.1)
 
     async def state(self, saga_id: str) -> SagaState:
         """The saga as its events say it is now."""

@@ -27,7 +27,6 @@ from contracts import OrderLine, PlaceOrder
 from orchestrator.client import SagaClient
 from orchestrator.embedded import EmbeddedMongo
 from orchestrator.settings import ConfigError, Settings
-from orchestrator.timeline import timeline_lines
 
 __all__ = ["ensure_rabbitmq", "main"]
 
@@ -193,7 +192,12 @@ async def seed_and_order(settings: Settings) -> None:
         inventory = MongoInventory(database=client.store.commits.database)
         for sku, units in SAMPLE_STOCK.items():
             if (await inventory.levels(sku)).total == 0:
-                await inventory.restock(sku, units)
+                await client.restock(sku, units, restock_id=f"seed-{sku}")
+        deadline = time.monotonic() + 30
+        while [s for s in SAMPLE_STOCK if (await inventory.levels(s)).total == 0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("inventory did not take the sample stock; see its log")
+            await asyncio.sleep(0.1)
         order = PlaceOrder(
             order_id=f"sample-{int(time.time())}",
             customer_id="customer-42",
@@ -203,31 +207,13 @@ async def seed_and_order(settings: Settings) -> None:
         )
         saga_id = await client.start(order)
         say(f"\nPlaced sample order {order.order_id} (saga {saga_id}):")
-        await follow(client, saga_id)
+        await client.follow(saga_id, say)
         for sku in SAMPLE_STOCK:
             lv = await inventory.levels(sku)
             say(
                 f"  stock {sku:<6} available {lv.available:<4} reserved {lv.reserved:<4} "
                 f"shipped {lv.shipped}"
             )
-
-
-async def follow(client: SagaClient, saga_id: str, timeout: float = 60.0) -> None:
-    """Print each event of the saga as it is stored, until it settles."""
-    printed = 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        history = await client.history(saga_id)
-        lines = list(timeline_lines(history))
-        for line in lines[printed:]:
-            say("  " + line)
-        printed = len(lines)
-        state = await client.state(saga_id)
-        if state.status is not None and state.status.settled:
-            say(f"  => {state.status.value}")
-            return
-        await asyncio.sleep(0.1)
-    say(f"  (saga {saga_id} still running after {timeout:.0f}s; see 'saga status {saga_id}')")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from orchestrator.decide import Decision, Incoming, decide, decide_resume, decide_timeout
+from contracts import ProgressEvent, SagaProgressed
+from orchestrator.decide import Decision, Incoming, Outgoing, decide, decide_resume, decide_timeout
 from orchestrator.errors import ConcurrencyConflict, DuplicateMessage
 from orchestrator.locks import KeyedLocks
 from orchestrator.messaging.envelope import HANDLER_ATTEMPTS, header_int
-from orchestrator.state import SagaState, apply_commit
+from orchestrator.state import SagaEvent, SagaState, apply_commit
 from orchestrator.store import Commit, DueDeadline, OutboxEntry
 
 if TYPE_CHECKING:
@@ -30,11 +31,41 @@ if TYPE_CHECKING:
     from orchestrator.outbox import Dispatcher
     from orchestrator.store import SagaStore
 
-__all__ = ["RuntimeStats", "SagaRuntime", "utcnow"]
+__all__ = ["RuntimeStats", "SagaRuntime", "progress_event", "utcnow"]
 
 log = structlog.get_logger("runtime")
 
 Decider = Callable[[SagaState, datetime], Decision]
+
+
+def progress_event(state: SagaState, events: tuple[SagaEvent, ...]) -> Outgoing:
+    """The read side's copy of one commit: its events and the saga's state after it."""
+    message = SagaProgressed(
+        saga_name=state.saga_name,
+        version=state.version,
+        status=state.status.value if state.status else "unknown",
+        step=state.step,
+        reference=str(state.data.get("order_id", "")),
+        started_at=state.started_at,
+        deadline=state.deadline,
+        events=tuple(
+            ProgressEvent(
+                type=e.type.value,
+                at=e.at,
+                step=e.step,
+                attempt=e.attempt,
+                reason=str(e.data["reason"]) if e.data.get("reason") else None,
+            )
+            for e in events
+        ),
+        start=dict(state.data),
+    )
+    return Outgoing(
+        kind="event",
+        message=message,
+        message_id=f"{state.saga_id}:v{state.version}",
+        routing_key=f"{state.saga_name}.progressed",
+    )
 
 
 def utcnow() -> datetime:
@@ -65,6 +96,7 @@ class SagaRuntime:
         store: SagaStore,
         dispatcher: Dispatcher,
         clock: Callable[[], datetime] = utcnow,
+        publish_progress: bool = True,
         cache_size: int = 10_000,
         max_conflict_retries: int = 50,
     ) -> None:
@@ -72,6 +104,7 @@ class SagaRuntime:
         self.store = store
         self.dispatcher = dispatcher
         self.clock = clock
+        self.publish_progress = publish_progress
         self.cache_size = cache_size
         self.max_conflict_retries = max_conflict_retries
         self.stats = RuntimeStats()
@@ -180,12 +213,15 @@ class SagaRuntime:
     def _commit(self, state: SagaState, decision: Decision, causation_id: str) -> Commit:
         version = state.version + 1
         after = apply_commit(state, version, causation_id, decision.events)
+        outbox = list(decision.outbox)
+        if self.publish_progress:
+            outbox.append(progress_event(after, decision.events))
         return Commit(
             saga_id=state.saga_id,
             version=version,
             causation_id=causation_id,
             events=decision.events,
-            outbox=tuple(OutboxEntry.of(o) for o in decision.outbox),
+            outbox=tuple(OutboxEntry.of(o) for o in outbox),
             created_at=self.clock(),
             deadline=after.deadline,
             status=after.status.value if after.status else None,

@@ -58,7 +58,12 @@ class OrchestratorService(ServiceHost):
         await store.ensure_indexes()
         dispatcher = Dispatcher(store=store, publisher=AmqpOutboxPublisher(bus=self.bus))
         self._store = store
-        self._runtime = SagaRuntime(saga=self.saga, store=store, dispatcher=dispatcher)
+        self._runtime = SagaRuntime(
+            saga=self.saga,
+            store=store,
+            dispatcher=dispatcher,
+            publish_progress=self.settings.publish_progress,
+        )
         self._relay = OutboxRelay(
             store=store,
             dispatcher=dispatcher,

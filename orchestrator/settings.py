@@ -41,6 +41,13 @@ class Settings:
     payment_decline_above_cents: int = 500_000
     shipping_undeliverable: tuple[str, ...] = ("Atlantis",)
     log_format: str = "json"
+    publish_progress: bool = True
+    operator_token: str | None = None
+    low_stock_threshold: int = 5
+    webhook_url: str | None = None
+    faults_enabled: bool = False
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -76,6 +83,13 @@ class Settings:
                 if s.strip()
             ),
             log_format=_choice(e, "LOG_FORMAT", d.log_format, ("json", "console")),
+            publish_progress=_bool(e, "SAGA_PUBLISH_PROGRESS", d.publish_progress),
+            operator_token=e.get("SAGA_OPERATOR_TOKEN") or None,
+            low_stock_threshold=_int(e, "LOW_STOCK_THRESHOLD", d.low_stock_threshold),
+            webhook_url=e.get("LOW_STOCK_WEBHOOK_URL") or None,
+            faults_enabled=_bool(e, "SAGA_FAULTS_ENABLED", d.faults_enabled),
+            api_host=e.get("SAGA_API_HOST") or d.api_host,
+            api_port=_int(e, "SAGA_API_PORT", d.api_port),
         )
 
     def require_mongodb_url(self) -> str:
@@ -113,6 +127,17 @@ def _int(e: Mapping[str, str], name: str, default: int) -> int:
     if value < 0:
         raise ConfigError(f"{name}={raw!r} must not be negative")
     return value
+
+
+def _bool(e: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (e.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be true or false")
 
 
 def _float(e: Mapping[str, str], name: str, default: float) -> float:

@@ -21,8 +21,9 @@ __all__ = ["CommandHandler", "EventHandler", "ParticipantError", "ParticipantSer
 log = structlog.get_logger("participant")
 
 C = TypeVar("C", bound=Message)
-CommandHandler = Callable[[str, Any], Awaitable[Message]]
-"""(saga_id, command) -> reply. Business refusals are replies, not exceptions."""
+CommandHandler = Callable[[str, Any], Awaitable[Message | None]]
+"""(saga_id, command) -> reply, or None for commands nobody waits on (restocks).
+Business refusals are replies, not exceptions."""
 EventHandler = Callable[[str, Any], Awaitable[None]]
 
 
@@ -40,7 +41,9 @@ class ParticipantService(ServiceHost):
         self._locks = KeyedLocks()
         self.replies_sent = 0
 
-    def on_command(self, kind: type[C], handler: Callable[[str, C], Awaitable[Message]]) -> None:
+    def on_command(
+        self, kind: type[C], handler: Callable[[str, C], Awaitable[Message | None]]
+    ) -> None:
         """Handle commands of type ``kind``."""
         self._commands[kind] = handler
 
@@ -56,7 +59,8 @@ class ParticipantService(ServiceHost):
             return
         async with self._locks(envelope.correlation_id):
             reply = await handler(envelope.correlation_id, envelope.message)
-        await self.send_reply(envelope, reply)
+        if reply is not None:
+            await self.send_reply(envelope, reply)
 
     async def handle_event(self, envelope: Envelope) -> None:
         """Run the event handler, if any."""

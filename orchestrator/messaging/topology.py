@@ -7,7 +7,9 @@ Names, with the default namespace ``saga``::
 
     saga.commands   topic   orchestrator -> participants, key <participant>.<command>
     saga.replies    direct  participants -> orchestrator, key = the command's reply_to
-    saga.events     topic   saga outcomes -> event consumers, key <saga>.<outcome>
+    saga.events     topic   saga outcomes and progress, restocks -> event consumers,
+                            key <saga>.<completed|failed|compensated|progressed>
+    saga.control    topic   control messages (fault injection when enabled)
 
     saga.<service>.<commands|replies|events>       durable work queue (quorum by default)
     saga.<service>.<...>.retry.<delay>             TTL tier; dead-letters back to the work queue
@@ -114,6 +116,33 @@ class Topology:
             )
             for c in self.event_consumers
         ]
+        progress, restocked = "*.progressed", "inventory.restocked"
+        queues += [
+            self._queue(
+                "projections.sagas",
+                self.events_exchange,
+                (progress,),
+                "saga progress for the saga-summary projection",
+            ),
+            self._queue(
+                "projections.stock",
+                self.events_exchange,
+                (progress, restocked),
+                "stock movements for the stock-level projection",
+            ),
+            self._queue(
+                "notifications.events",
+                self.events_exchange,
+                (progress, restocked),
+                "stock movements checked for low-stock notifications",
+            ),
+            self._queue(
+                "analytics.events",
+                self.events_exchange,
+                (progress,),
+                "saga progress counted for the metrics",
+            ),
+        ]
         object.__setattr__(self, "_queues", {q.name: q for q in queues})
 
     def _queue(
@@ -142,6 +171,11 @@ class Topology:
     def events_exchange(self) -> str:
         """Topic exchange for saga outcome events."""
         return f"{self.namespace}.events"
+
+    @property
+    def control_exchange(self) -> str:
+        """Topic exchange for operator and test control messages (fault injection)."""
+        return f"{self.namespace}.control"
 
     @property
     def reply_key(self) -> str:
@@ -180,6 +214,7 @@ class Topology:
             self.commands_exchange: aio_pika.ExchangeType.TOPIC,
             self.replies_exchange: aio_pika.ExchangeType.DIRECT,
             self.events_exchange: aio_pika.ExchangeType.TOPIC,
+            self.control_exchange: aio_pika.ExchangeType.TOPIC,
         }
         declared = {
             name: await channel.declare_exchange(name, kind, durable=True)
@@ -208,5 +243,10 @@ class Topology:
         """Delete every queue and exchange of this namespace (tests and teardown)."""
         for name in self.all_queue_names():
             await channel.queue_delete(name)
-        for name in (self.commands_exchange, self.replies_exchange, self.events_exchange):
+        for name in (
+            self.commands_exchange,
+            self.replies_exchange,
+            self.events_exchange,
+            self.control_exchange,
+        ):
             await channel.exchange_delete(name)

@@ -91,9 +91,41 @@ class MongoInventory:
         )
         return await self.levels(sku)
 
+    async def apply_restock(self, sku: str, units: int, restock_id: str) -> bool:
+        """Add units once per restock id (the id is recorded in the SKU's document).
+        True if this call added them, False if they were added before."""
+        mark = f"restocks.{restock_id}"
+        result = await self._write(
+            self.stock.update_one(
+                {"_id": sku, mark: {"$exists": False}},
+                {"$inc": {"available": units}, "$set": {mark: units}},
+            )
+        )
+        if result.modified_count == 1:
+            return True
+        exists = await self._read(self.stock.find_one({"_id": sku}, {"_id": 1}))
+        if exists is None:
+            try:
+                await self.stock.insert_one(
+                    {
+                        "_id": sku,
+                        "available": units,
+                        "reserved": 0,
+                        "shipped": 0,
+                        "holds": {},
+                        "restocks": {restock_id: units},
+                    }
+                )
+                return True
+            except DuplicateKeyError:
+                return await self.apply_restock(sku, units, restock_id)
+            except PyMongoError as e:
+                raise StoreUnavailable(f"inventory write failed: {e}") from e
+        return False
+
     async def levels(self, sku: str) -> Levels:
         """Current stock of a SKU (zeros if unknown)."""
-        doc = await self._read(self.stock.find_one({"_id": sku}, {"holds": 0}))
+        doc = await self._read(self.stock.find_one({"_id": sku}, {"holds": 0, "restocks": 0}))
         doc = doc or {}
         return Levels(
             sku=sku,

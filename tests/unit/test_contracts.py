@@ -204,7 +204,7 @@ def test_every_exported_contract_is_registered() -> None:
     }
 
     assert exported == set(registered_types().values())
-    assert len(exported) == 19
+    assert len(exported) == 22
 
 
 def test_registered_types_is_a_copy() -> None:
