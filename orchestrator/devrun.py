@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import signal
 import socket
@@ -26,17 +25,12 @@ from urllib.parse import urlsplit
 from contracts import OrderLine, PlaceOrder
 from orchestrator.client import SagaClient
 from orchestrator.embedded import EmbeddedMongo
+from orchestrator.processes import SERVICES, ServiceProcess
 from orchestrator.settings import ConfigError, Settings
 
 __all__ = ["ensure_rabbitmq", "main"]
 
 DATA = Path(".data")
-SERVICES = {
-    "orchestrator": "orchestrator",
-    "inventory": "participants.inventory",
-    "payment": "participants.payment",
-    "shipping": "participants.shipping",
-}
 SAMPLE_STOCK = {"apple": 100, "pear": 50, "gpu": 3}
 
 
@@ -120,7 +114,7 @@ class DevSystem:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.mongo: EmbeddedMongo | None = None
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.children: dict[str, ServiceProcess] = {}
         self.logs = DATA / "logs"
 
     def start_store(self) -> str:
@@ -137,25 +131,17 @@ class DevSystem:
 
     def start_services(self, mongodb_url: str) -> None:
         """One process per service, logs under .data/logs."""
-        self.logs.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, AMQP_URL=self.settings.amqp_url, MONGODB_URL=mongodb_url)
-        for name, module in SERVICES.items():
-            log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-            self.children[name] = subprocess.Popen(
-                [sys.executable, "-m", module],
-                env=env,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
+        settings = self.settings.with_(mongodb_url=mongodb_url)
         for name in SERVICES:
-            log_path = self.logs / f"{name}.log"
-            while f"{name} ready".encode() not in log_path.read_bytes()[-4000:]:
-                if self.children[name].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not start; see {log_path}")
+            self.children[name] = ServiceProcess(name, settings, log_dir=self.logs)
+            self.children[name].spawn()
+        deadline = time.monotonic() + 60
+        for name, child in self.children.items():
+            while not child.ready():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start; see {child.log}")
                 time.sleep(0.2)
-            say(f"  {name:<13} pid {self.children[name].pid:<7} log {log_path}")
+            say(f"  {name:<13} pid {child.pid:<7} log {child.log}")
 
     def watch(self) -> None:
         """Block until Ctrl-C or SIGTERM, reporting any service that exits."""
@@ -163,9 +149,9 @@ class DevSystem:
         reported: set[str] = set()
         while True:
             for name, child in self.children.items():
-                if child.poll() is not None and name not in reported:
+                if not child.alive and name not in reported:
                     reported.add(name)
-                    say(f"!! {name} exited with {child.returncode}; see {self.logs / name}.log")
+                    say(f"!! {name} exited; see {child.log}")
             time.sleep(1)
 
     def stop(self) -> None:
@@ -173,13 +159,7 @@ class DevSystem:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in self.children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in self.children.values():
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            child.stop()
         if self.mongo is not None:
             self.mongo.stop()
 

@@ -92,6 +92,42 @@ class Settings:
             api_port=_int(e, "SAGA_API_PORT", d.api_port),
         )
 
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that make ``from_env`` return these settings
+        (for starting service processes)."""
+        env = {
+            "AMQP_URL": self.amqp_url,
+            "SAGA_DATABASE": self.database,
+            "SAGA_NAMESPACE": self.namespace,
+            "SAGA_QUEUE_TYPE": self.queue_type,
+            "SAGA_RETRY_DELAYS": ",".join(f"{d:g}" for d in self.retry_delays),
+            "SAGA_DELIVERY_LIMIT": str(self.delivery_limit),
+            "SAGA_PREFETCH": str(self.prefetch),
+            "SAGA_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "SAGA_STEP_TIMEOUT": f"{self.step_timeout:g}",
+            "SAGA_STEP_MAX_SENDS": str(self.step_max_sends),
+            "SAGA_RELAY_GRACE": f"{self.relay_grace:g}",
+            "SAGA_RELAY_INTERVAL": f"{self.relay_interval:g}",
+            "SAGA_DEADLINE_POLL": f"{self.deadline_poll:g}",
+            "SAGA_MAX_ATTEMPTS": str(self.max_attempts or ""),
+            "SAGA_INSTANCE": self.instance,
+            "PAYMENT_DECLINE_ABOVE_CENTS": str(self.payment_decline_above_cents),
+            "SHIPPING_UNDELIVERABLE": ",".join(self.shipping_undeliverable),
+            "LOG_FORMAT": self.log_format,
+            "SAGA_PUBLISH_PROGRESS": "true" if self.publish_progress else "false",
+            "LOW_STOCK_THRESHOLD": str(self.low_stock_threshold),
+            "SAGA_FAULTS_ENABLED": "true" if self.faults_enabled else "false",
+            "SAGA_API_HOST": self.api_host,
+            "SAGA_API_PORT": str(self.api_port),
+        }
+        optional = {
+            "MONGODB_URL": self.mongodb_url,
+            "SAGA_OPERATOR_TOKEN": self.operator_token,
+            "LOW_STOCK_WEBHOOK_URL": self.webhook_url,
+        }
+        env.update({k: v for k, v in optional.items() if v})
+        return env
+
     def require_mongodb_url(self) -> str:
         """The MongoDB URL, or a clear error saying how to set it."""
         if not self.mongodb_url:

@@ -12,13 +12,13 @@ import pytest
 
 from contracts import ScheduleShipment
 from orchestrator.client import SagaClient
+from orchestrator.processes import ServiceProcess
 from orchestrator.settings import Settings
 from orchestrator.state import Status
 from participants.inventory import InventoryService
 from tests.faults import HeldUntil
 from tests.helpers import eventually
 from tests.integration.conftest import System
-from tests.procs import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,9 @@ async def processes(
     started: list[ServiceProcess] = []
 
     def make(service: str, instance: str) -> ServiceProcess:
-        proc = ServiceProcess(service, settings, tmp_path, instance)
+        proc = ServiceProcess(
+            service, settings.with_(log_format="json"), log_dir=tmp_path, instance=instance
+        )
         started.append(proc)
         return proc
 
@@ -81,7 +83,7 @@ async def test_service_killed_with_sigkill_mid_stream_loses_nothing(
         name: processes(name, "a") for name in ("orchestrator", "inventory", "payment", "shipping")
     }
     for proc in procs.values():
-        await proc.start()
+        await proc.started()
     # In-process handle on the stores for seeding and checks; it consumes nothing.
     system_view = InventoryService(settings)
     system_view.consumers.clear()
@@ -111,7 +113,7 @@ async def test_service_killed_with_sigkill_mid_stream_loses_nothing(
         assert in_flight > 0, "the kill happened with sagas in flight"
 
         restarted = processes(victim, "b")
-        await restarted.start()
+        await restarted.started()
         report = await view.invariants(STOCK, sagas, timeout=120)
         assert sum(report.outcomes.values()) == 100
         print(f"after restart: {report}")
