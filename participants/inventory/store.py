@@ -5,14 +5,16 @@ A stock document per SKU holds ``available``, ``reserved`` and ``shipped`` and, 
 update that checks availability and the absence of the saga's hold, so it can be
 repeated safely; releasing and shipping check its presence. A reservation document per
 saga records the outcome (so a duplicate command gets the same reply) and a lease (so two
-instances never work on one saga at once).
+instances never work on one saga at once). The lease is epoch seconds, a plain number,
+so comparing it never depends on how a server stores dates written by ``$set``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -63,7 +65,7 @@ class MongoInventory:
     def __init__(self, *, database: AsyncDatabase[Doc], lease_seconds: float = 10.0) -> None:
         self.stock = database["inventory_stock"]
         self.reservations = database["inventory_reservations"]
-        self.lease = timedelta(seconds=lease_seconds)
+        self.lease = lease_seconds
 
     async def set_stock(self, sku: str, available: int) -> None:
         """Make ``available`` units of a SKU available, with nothing reserved or shipped."""
@@ -178,7 +180,7 @@ class MongoInventory:
             except PyMongoError as e:
                 raise StoreUnavailable(str(e)) from e
             return
-        if doc["status"] == "reserving" and doc["lease_until"] > _now():
+        if doc["status"] == "reserving" and doc["lease_until"] > time.time():
             raise ReservationBusy(f"reservation {saga_id} is being worked on")
         if doc["status"] in ("released", "shipped"):
             return
@@ -212,7 +214,7 @@ class MongoInventory:
             "status": "reserving",
             "outcome": None,
             "lines": [{"sku": x.sku, "quantity": x.quantity} for x in lines],
-            "lease_until": now + self.lease,
+            "lease_until": time.time() + self.lease,
             "updated_at": now,
         }
         try:
@@ -231,12 +233,12 @@ class MongoInventory:
                 reason=existing.get("reason", ""),
                 sku=existing.get("sku"),
             )
-        if existing["lease_until"] > now:
+        if existing["lease_until"] > time.time():
             raise ReservationBusy(f"reservation {saga_id} is being worked on")
         taken = await self._read(
             self.reservations.find_one_and_update(
                 {"_id": saga_id, "status": "reserving", "lease_until": existing["lease_until"]},
-                {"$set": {"lease_until": now + self.lease, "updated_at": now}},
+                {"$set": {"lease_until": time.time() + self.lease, "updated_at": now}},
             )
         )
         if taken is None:
@@ -248,7 +250,7 @@ class MongoInventory:
         with contextlib.suppress(PyMongoError):  # if this fails the lease simply runs out
             await self.reservations.update_one(
                 {"_id": saga_id, "status": "reserving"},
-                {"$set": {"lease_until": _now() - timedelta(seconds=1)}},
+                {"$set": {"lease_until": 0.0}},
             )
 
     async def _hold(self, saga_id: str, sku: str, units: int) -> bool:

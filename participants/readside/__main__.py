@@ -1,0 +1,3 @@
+from participants.readside import main
+
+main()

@@ -1,0 +1,264 @@
+"""The read side: projections equal the event store, survive redelivery, rebuild the same;
+low stock fires once per crossing; analytics count what happened; stuck sagas are found."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from contracts import InventoryRestocked
+from orchestrator.messaging.envelope import build_message
+from orchestrator.state import EventType, SagaEvent, Status
+from orchestrator.store import Commit
+from participants.readside import ReadSideService, rebuild_projections, stuck_reason
+from participants.readside.summaries import fold, progress_history
+from tests.helpers import eventually
+from tests.integration.conftest import System
+
+pytestmark = pytest.mark.integration
+
+
+async def start_readside(system: System) -> ReadSideService:
+    service = ReadSideService(system.settings)
+    await system.start_extra(service)
+    return service
+
+
+async def restock(system: System, sku: str, units: int) -> None:
+    before = (await system.levels(sku)).available
+    await system.client.restock(sku, units)
+    await eventually(
+        lambda: system.levels(sku),
+        until=lambda lv: lv.available == before + units,
+        what=f"restock of {sku}",
+    )
+
+
+async def expected_summary(system: System, saga_id: str) -> dict[str, Any] | None:
+    summary = None
+    for event in await progress_history(system.orchestrator.store, saga_id):
+        summary = fold(summary, saga_id, event)
+    return summary
+
+
+async def run_mixed_sagas(system: System) -> list[str]:
+    """Completed, failed (no stock), compensated (declined, undeliverable)."""
+    await restock(system, "apple", 10)
+    await restock(system, "pear", 2)
+    limit = system.settings.payment_decline_above_cents
+    sagas = [
+        await system.order(("apple", 2)),
+        await system.order(("apple", 1), ("pear", 1)),
+        await system.order(("pear", 5)),
+        await system.order(("apple", 1), amount_cents=limit + 1),
+        await system.order(("apple", 3), ship_to="Atlantis"),
+    ]
+    states = [await system.settle(s) for s in sagas]
+    assert [s.status for s in states] == [
+        Status.COMPLETED,
+        Status.COMPLETED,
+        Status.FAILED,
+        Status.COMPENSATED,
+        Status.COMPENSATED,
+    ]
+    return sagas
+
+
+async def test_projections_match_the_event_store_and_rebuild_identically(system: System) -> None:
+    readside = await start_readside(system)
+    sagas = await run_mixed_sagas(system)
+
+    async def summaries() -> list[dict[str, Any] | None]:
+        return [await readside.summaries.get(s) for s in sagas]
+
+    expected = [await expected_summary(system, s) for s in sagas]
+    await eventually(summaries, until=lambda got: got == expected, what="summaries caught up")
+
+    async def stock_views() -> tuple[Any, Any]:
+        projected = await readside.stock.levels(["apple", "pear"])
+        actual = {s: await system.levels(s) for s in ("apple", "pear")}
+        return (
+            {k: (v.available, v.reserved, v.shipped) for k, v in projected.items()},
+            {k: (v.available, v.reserved, v.shipped) for k, v in actual.items()},
+        )
+
+    projected, _ = await eventually(
+        stock_views, until=lambda p: p[0] == p[1], what="stock projection equals inventory"
+    )
+    assert projected == {"apple": (7, 0, 3), "pear": (1, 0, 1)}
+
+    before = {
+        name: await readside.db[name].find({}).sort("_id", 1).to_list(None)
+        for name in (
+            "readside_sagas",
+            "readside_stock_sagas",
+            "readside_restocks",
+            "readside_analytics",
+        )
+    }
+    rebuilt = await rebuild_projections(readside.db)
+    after = {name: await readside.db[name].find({}).sort("_id", 1).to_list(None) for name in before}
+    assert rebuilt == len(sagas)
+    assert after == before
+    assert len(after["readside_sagas"]) == 5
+    assert len(after["readside_analytics"]) == 5
+
+
+async def test_a_redelivered_event_changes_a_projection_once(system: System) -> None:
+    readside = await start_readside(system)
+    await restock(system, "apple", 10)
+    saga_id = await system.order(("apple", 4))
+    await system.settle(saga_id)
+    await eventually(
+        lambda: readside.summaries.get(saga_id),
+        until=lambda d: d is not None and d["status"] == "completed",
+        what="summary completed",
+    )
+    summary = await readside.summaries.get(saga_id)
+
+    topology = system.settings.topology()
+    history = await progress_history(system.orchestrator.store, saga_id)
+    restocked = InventoryRestocked(sku="apple", units=10, restock_id="dup-restock")
+    for _ in range(2):
+        for version, event in enumerate(history, start=1):
+            await system.client.bus.publish(
+                build_message(event, message_id=f"{saga_id}:v{version}", correlation_id=saga_id),
+                exchange=topology.events_exchange,
+                routing_key="order_fulfilment.progressed",
+                mandatory=False,
+            )
+        await system.client.bus.publish(
+            build_message(
+                restocked, message_id="dup-restock:restocked", correlation_id="dup-restock"
+            ),
+            exchange=topology.events_exchange,
+            routing_key="inventory.restocked",
+            mandatory=False,
+        )
+
+    levels = await eventually(
+        lambda: readside.stock.levels(["apple"]),
+        until=lambda lv: lv["apple"].available == 16,
+        what="extra restock applied once",
+    )
+    assert (levels["apple"].available, levels["apple"].reserved, levels["apple"].shipped) == (
+        16,
+        0,
+        4,
+    )
+    assert await readside.summaries.get(saga_id) == summary
+    assert await readside.db["readside_analytics"].count_documents({}) == 1
+
+
+async def test_low_stock_fires_once_per_crossing(system: System) -> None:
+    readside = await start_readside(system)
+    threshold = system.settings.low_stock_threshold
+    await restock(system, "kiwi", threshold + 3)
+
+    for _ in range(5):  # down to threshold - 2: crosses once
+        assert (await system.settle(await system.order(("kiwi", 1)))).status is Status.COMPLETED
+    notes = await eventually(
+        lambda: readside.lowstock.notifications("kiwi"),
+        until=lambda n: len(n) >= 1,
+        what="first low-stock notification",
+    )
+    await restock(system, "kiwi", 10)  # back above: re-armed
+    for _ in range(9):  # below again: a second crossing
+        await system.settle(await system.order(("kiwi", 1)))
+
+    notes = await eventually(
+        lambda: readside.lowstock.notifications("kiwi"),
+        until=lambda n: len(n) >= 2,
+        what="second crossing notified",
+    )
+    await eventually(
+        lambda: readside.summaries.find(status=["completed"], limit=1000),
+        until=lambda docs: len(docs) == 14,
+        what="all events consumed",
+    )
+    notes = await readside.lowstock.notifications("kiwi")
+    assert [n["_id"] for n in notes] == ["kiwi:1", "kiwi:2"]
+    assert all(n["available"] < threshold for n in notes)
+    assert all(n["delivered"] == "yes" for n in notes)
+
+
+async def test_analytics_count_outcomes_durations_and_compensations(system: System) -> None:
+    readside = await start_readside(system)
+    await run_mixed_sagas(system)
+    await eventually(
+        lambda: readside.db["readside_analytics"].count_documents({}),
+        until=lambda n: n == 5,
+        what="analytics recorded every saga",
+    )
+
+    text = await readside.analytics.metrics()
+
+    assert 'saga_outcomes_total{saga="order_fulfilment",outcome="completed"} 2' in text
+    assert 'saga_outcomes_total{saga="order_fulfilment",outcome="failed"} 1' in text
+    assert 'saga_outcomes_total{saga="order_fulfilment",outcome="compensated"} 2' in text
+    assert 'saga_compensations_total{saga="order_fulfilment"} 3' in text
+    assert (
+        'saga_step_duration_seconds_count{saga="order_fulfilment",'
+        'step="reserve_stock",outcome="step_succeeded"} 4'
+    ) in text
+
+
+async def test_stuck_list_finds_a_saga_without_deadline_not_healthy_ones(system: System) -> None:
+    readside = await start_readside(system)
+    await restock(system, "apple", 10)
+    now = datetime.now(UTC)
+    # A saga whose step was started without a deadline (as an older definition or a bug
+    # would leave it): stored straight into the event store, then projected by a rebuild.
+    stuck_id = "stuck-saga-1"
+    started = SagaEvent(
+        type=EventType.SAGA_STARTED,
+        at=now - timedelta(hours=3),
+        data={
+            "saga_name": "order_fulfilment",
+            "start": {
+                "order_id": "o-stuck",
+                "customer_id": "c",
+                "amount_cents": 1,
+                "currency": "EUR",
+                "ship_to": "",
+                "lines": [{"sku": "apple", "quantity": 1}],
+            },
+        },
+    )
+    waiting = SagaEvent(
+        type=EventType.STEP_STARTED, at=now - timedelta(hours=3), step="authorize_payment"
+    )
+    await system.orchestrator.store.append(
+        Commit(
+            saga_id=stuck_id,
+            version=1,
+            causation_id="manual",
+            events=(started, waiting),
+            created_at=now,
+            status="running",
+        )
+    )
+    healthy = await system.order(("apple", 1))
+    await system.settle(healthy)
+    await rebuild_projections(readside.db)
+
+    found = {}
+    async for summary in readside.summaries.unsettled():
+        reason = stuck_reason(summary, now=datetime.now(UTC), threshold=timedelta(minutes=5))
+        if reason:
+            found[summary["_id"]] = reason
+    assert list(found) == [stuck_id]
+    assert found[stuck_id].startswith("waiting for payment.payment_authorized.v1 for 3h")
+    assert found[stuck_id].endswith("no deadline armed")
+    healthy_running = {
+        "_id": "h",
+        "status": "running",
+        "step": "reserve_stock",
+        "updated_at": now,
+        "deadline": now + timedelta(seconds=30),
+    }
+    assert stuck_reason(healthy_running, now=now, threshold=timedelta(minutes=5)) is None
+    await asyncio.sleep(0)
