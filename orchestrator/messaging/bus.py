@@ -48,6 +48,11 @@ class Bus:
             raise NotConnected(f"bus {self.name!r} is not connected; call connect() first")
         return self._connection
 
+    @property
+    def connected(self) -> bool:
+        """Whether :meth:`connect` succeeded and :meth:`close` has not been called."""
+        return self._connection is not None
+
     async def connect(self, *, timeout: float = 30.0) -> None:
         """Connect (retrying until ``timeout``) and declare the whole topology."""
         loop = asyncio.get_running_loop()

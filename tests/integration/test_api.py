@@ -1,0 +1,205 @@
+"""The HTTP API, served for real by uvicorn on a free port, against the running system."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from contracts import AuthorizePayment, VoidPayment
+from orchestrator.api import create_app
+from orchestrator.embedded import free_port
+from orchestrator.state import EventType, Status
+from participants.readside import ReadSideService
+from tests.faults import Broken
+from tests.helpers import eventually
+from tests.integration.conftest import System, SystemFactory
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "s3cret-operator-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def order(**changes: Any) -> dict[str, Any]:
+    body = {
+        "order_id": "api-1",
+        "customer_id": "c-1",
+        "amount_cents": 1500,
+        "lines": [{"sku": "apple", "quantity": 2}],
+        "ship_to": "1 Main Street",
+    }
+    return body | changes
+
+
+@pytest.fixture
+async def api(make_system: SystemFactory) -> AsyncIterator[tuple[System, httpx.AsyncClient]]:
+    """The system, its read side, and the API over HTTP."""
+    system = await make_system(operator_token=TOKEN)
+    await system.start_extra(ReadSideService(system.settings))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(system.settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    await eventually(lambda: asyncio.sleep(0, server.started), what="API started")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        await system.client.restock("apple", 20)
+        await eventually(
+            lambda: system.levels("apple"), until=lambda lv: lv.available == 20, what="stock seeded"
+        )
+        yield system, http
+    server.should_exit = True
+    await serving
+
+
+async def test_idempotency_key_under_concurrent_duplicates_starts_one_saga(
+    api: tuple[System, httpx.AsyncClient],
+) -> None:
+    system, http = api
+    responses = await asyncio.gather(
+        *(
+            http.post("/orders", json=order(), headers={"Idempotency-Key": "key-1"})
+            for _ in range(10)
+        )
+    )
+
+    saga_ids = {r.json()["saga_id"] for r in responses}
+    assert len(saga_ids) == 1
+    assert sorted(r.status_code for r in responses) == [200] * 9 + [202]
+    saga_id = saga_ids.pop()
+    assert (await system.settle(saga_id)).status is Status.COMPLETED
+    history = await system.client.history(saga_id)
+    starts = [e for c in history for e in c.events if e.type is EventType.SAGA_STARTED]
+    assert len(starts) == 1
+    assert (await system.levels("apple")).available == 18, "stock taken once"
+
+    other = await http.post(
+        "/orders", json=order(amount_cents=1), headers={"Idempotency-Key": "key-1"}
+    )
+    assert other.status_code == 422
+    assert "different order" in other.json()["detail"]
+    missing = await http.post("/orders", json=order())
+    assert missing.status_code == 400
+    assert "Idempotency-Key" in missing.json()["detail"]
+
+
+async def test_timeline_lists_events_in_order_with_attempts_and_errors(
+    api: tuple[System, httpx.AsyncClient],
+) -> None:
+    system, http = api
+    accepted = await http.post(
+        "/orders", json=order(ship_to="Atlantis"), headers={"Idempotency-Key": "key-atlantis"}
+    )
+    saga_id = accepted.json()["saga_id"]
+    await system.settle(saga_id)
+
+    body = (await http.get(f"/sagas/{saga_id}")).json()
+
+    assert body["status"] == "compensated"
+    timeline = body["timeline"]
+    assert [e["version"] for e in timeline] == sorted(e["version"] for e in timeline)
+    assert [e["at"] for e in timeline] == sorted(e["at"] for e in timeline)
+    refused = [e for e in timeline if e["type"] == "step_failed"]
+    assert refused == [{**refused[0], "step": "schedule_shipment", "attempt": 1}]
+    assert "Atlantis" in refused[0]["error"]
+    assert [e["type"] for e in timeline][-1] == "saga_compensated"
+    assert (await http.get("/sagas/does-not-exist")).status_code == 404
+
+
+async def test_lists_stock_metrics_and_bad_requests(api: tuple[System, httpx.AsyncClient]) -> None:
+    system, http = api
+    accepted = await http.post("/orders", json=order(), headers={"Idempotency-Key": "k-list"})
+    await system.settle(accepted.json()["saga_id"])
+    listed = await eventually(
+        lambda: http.get("/sagas", params={"status": "completed"}),
+        until=lambda r: len(r.json()) == 1,
+        what="summary listed",
+    )
+    assert listed.json()[0]["saga_id"] == accepted.json()["saga_id"]
+    stock = await eventually(
+        lambda: http.get("/stock/apple"),
+        until=lambda r: r.status_code == 200 and r.json()["shipped"] == 2,
+        what="stock projected",
+    )
+    assert stock.json() == {"sku": "apple", "available": 18, "reserved": 0, "shipped": 2}
+    metrics = await eventually(
+        lambda: http.get("/metrics"),
+        until=lambda r: 'outcome="completed"} 1' in r.text,
+        what="metrics counted",
+    )
+    assert "saga_step_duration_seconds_count" in metrics.text
+
+    assert (await http.get("/sagas", params={"status": "nonsense"})).status_code == 400
+    assert (await http.get("/stock/bad sku!")).status_code == 422
+    assert (
+        await http.post("/orders", json={"order_id": ""}, headers={"Idempotency-Key": "x"})
+    ).status_code == 422
+    assert (await http.get("/health")).json() == {"status": "ok"}
+    assert (await http.get("/ready")).json() == {"store": "ok", "broker": "ok"}
+    assert "/orders" in (await http.get("/openapi.json")).json()["paths"]
+
+
+async def test_changes_need_the_operator_token(api: tuple[System, httpx.AsyncClient]) -> None:
+    system, http = api
+    refused = await http.post("/stock/apple/restock", json={"units": 5})
+    assert refused.status_code == 401
+    wrong = await http.post(
+        "/stock/apple/restock", json={"units": 5}, headers={"Authorization": "Bearer nope"}
+    )
+    assert wrong.status_code == 401
+    assert (await http.post("/sagas/x/resume")).status_code == 401
+
+    done = await http.post("/stock/apple/restock", json={"units": 5}, headers=AUTH)
+    assert done.status_code == 202
+    await eventually(
+        lambda: system.levels("apple"), until=lambda lv: lv.available == 25, what="restocked"
+    )
+    assert (
+        await http.post("/stock/apple/restock", json={"units": -1}, headers=AUTH)
+    ).status_code == 422
+
+
+async def test_resume_a_parked_saga_over_http(make_system: SystemFactory) -> None:
+    """A saga parked by a failing compensation is resumed through the API."""
+    system = await make_system(
+        operator_token=TOKEN, retry_delays=(0.1,), step_timeout=1.0, step_max_sends=1
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(system.settings), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    await eventually(lambda: asyncio.sleep(0, server.started), what="API started")
+    try:
+        await system.inventory.inventory.set_stock("apple", 5)
+        broken = Broken(system.payment.void)
+        system.payment.on_command(AuthorizePayment, Broken(system.payment.authorize))
+        system.payment.on_command(VoidPayment, broken)
+        saga_id = await system.order(("apple", 1))
+        parked = await system.settle(saga_id)
+        assert parked.status is Status.COMPENSATION_FAILED
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            broken.fixed = True
+            resumed = await http.post(f"/sagas/{saga_id}/resume", headers=AUTH)
+            assert resumed.status_code == 200, resumed.text
+            state = await system.settle(saga_id)
+            assert state.status is Status.COMPENSATED
+            again = await http.post(f"/sagas/{saga_id}/resume", headers=AUTH)
+            assert again.status_code == 409
+    finally:
+        server.should_exit = True
+        await serving
+    await system.invariants({"apple": 5}, [saga_id])
