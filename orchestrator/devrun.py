@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     if args.check:
         return
+    if not settings.operator_token:
+        # A local development system gets a token so the changing endpoints can be tried.
+        settings = settings.with_(operator_token="dev-operator-token")
     system = DevSystem(settings)
     try:
         settings = settings.with_(mongodb_url=system.start_store())
@@ -220,13 +223,17 @@ def main(argv: list[str] | None = None) -> None:
         system.start_services(settings.require_mongodb_url())
         asyncio.run(seed_and_order(settings))
         ui = management_ui(settings.amqp_url)
+        api = f"http://{settings.api_host}:{settings.api_port}"
         say(f"""
 Running. RabbitMQ management UI: {ui} (guest/guest); queues are named '{settings.namespace}.*'.
+HTTP API: {api}/docs   (operator token for changes: {settings.operator_token})
 Place more orders from another terminal:
     uv run saga order apple:2 pear:1 --amount 1999
     uv run saga order gpu:5            # more than in stock: fails, nothing reserved
     uv run saga order apple:1 --ship-to Atlantis   # shipping refuses: compensated
-Inspect:  uv run saga status <saga-id>     uv run saga stock apple pear gpu
+Inspect:  uv run saga status <saga-id>   uv run saga sagas   uv run saga stuck
+          uv run saga stock apple pear gpu   uv run saga dlq list
+          curl {api}/sagas?status=completed   curl {api}/metrics
 Press Ctrl-C to stop.""")
         system.watch()
     except KeyboardInterrupt:

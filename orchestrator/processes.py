@@ -22,6 +22,8 @@ SERVICES = {
     "inventory": "participants.inventory",
     "payment": "participants.payment",
     "shipping": "participants.shipping",
+    "readside": "participants.readside",
+    "api": "orchestrator.api",
 }
 """Service name -> module run with ``python -m``."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
             stock=StockProjection(database=db),
             analytics=SagaAnalytics(database=db),
         )
+        print(f"api ready on {settings.api_host}:{settings.api_port}", file=sys.stderr, flush=True)
         try:
             yield
         finally:

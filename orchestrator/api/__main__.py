@@ -1,0 +1,3 @@
+from orchestrator.api import main
+
+main()
