@@ -55,4 +55,6 @@ def test_compose_file_is_valid() -> None:
         "inventory",
         "payment",
         "shipping",
+        "readside",
+        "api",
     }
