@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
-from orchestrator.api import health, orders, sagas, stock
+from orchestrator.api import deadletters, health, orders, sagas, stock
 from orchestrator.api.deps import Services
 from orchestrator.client import SagaClient
 from orchestrator.errors import TransientError
@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="saga-orchestrator", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
     )
-    for module in (orders, sagas, stock, health):
+    for module in (orders, sagas, stock, deadletters, health):
         app.include_router(module.router)
 
     @app.exception_handler(TransientError)

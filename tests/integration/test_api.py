@@ -203,3 +203,70 @@ async def test_resume_a_parked_saga_over_http(make_system: SystemFactory) -> Non
         server.should_exit = True
         await serving
     await system.invariants({"apple": 5}, [saga_id])
+
+
+async def test_dead_letters_listed_inspected_replayed_and_discarded_over_http(
+    make_system: SystemFactory,
+) -> None:
+    """A command dead-lettered while payment was broken: listed, inspected, a dry run
+    changes nothing, a replay completes its saga; a poison message is discarded."""
+    system = await make_system(
+        operator_token=TOKEN, retry_delays=(0.1,), step_timeout=300.0, step_max_sends=1
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(system.settings), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    await eventually(lambda: asyncio.sleep(0, server.started), what="API started")
+    try:
+        await system.inventory.inventory.set_stock("apple", 5)
+        broken = Broken(system.payment.authorize)
+        system.payment.on_command(AuthorizePayment, broken)
+        saga_id = await system.order(("apple", 1))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            queues = await eventually(
+                lambda: http.get("/dead-letters"),
+                until=lambda r: any(q["messages"] == 1 for q in r.json()),
+                what="the command dead-lettered",
+            )
+            depth = {q["work_queue"].split(".", 1)[1]: q["messages"] for q in queues.json()}
+            assert depth["payment.commands"] == 1
+            letters = (await http.get("/dead-letters/payment.commands")).json()
+            assert [(x["saga_id"], x["reason"]) for x in letters] == [
+                (saga_id, "retries_exhausted")
+            ]
+            assert letters[0]["body"]["amount_cents"] == 1000
+            assert (await http.get("/dead-letters/nope")).status_code == 404
+
+            broken.fixed = True
+            selection = {"saga_id": saga_id}
+            assert (
+                await http.post("/dead-letters/payment.commands/replay", json=selection)
+            ).status_code == 401
+            dry = await http.post(
+                "/dead-letters/payment.commands/replay",
+                json=selection | {"dry_run": True},
+                headers=AUTH,
+            )
+            assert dry.json()["ok"]
+            assert [o["status"] for o in dry.json()["outcomes"]] == ["would"]
+            assert len((await http.get("/dead-letters/payment.commands")).json()) == 1
+            assert (await system.client.state(saga_id)).status is Status.RUNNING
+
+            done = await http.post(
+                "/dead-letters/payment.commands/replay", json=selection, headers=AUTH
+            )
+            assert [o["status"] for o in done.json()["outcomes"]] == ["done"]
+            assert (await system.settle(saga_id)).status is Status.COMPLETED
+            assert (await http.get("/dead-letters/payment.commands")).json() == []
+
+            bad = await http.post(
+                "/dead-letters/payment.commands/discard", json={"all": True}, headers=AUTH
+            )
+            assert bad.status_code == 422, "a reason is required"
+    finally:
+        server.should_exit = True
+        await serving
