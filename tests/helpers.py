@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from orchestrator.settings import Settings
 
 T = TypeVar("T")
 
@@ -27,3 +32,23 @@ async def eventually(
         if loop.time() >= deadline:
             raise AssertionError(f"{what} not reached within {timeout}s; last value: {result!r}")
         await asyncio.sleep(interval)
+
+
+CLI = "import sys; from orchestrator.cli import main; main(sys.argv[1:])"
+
+
+async def run_cli(settings: Settings, *argv: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    """Run ``saga ARGV`` in its own process against this test's system:
+    (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CLI,
+        *argv,
+        env={**os.environ, **settings.to_env(), "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
 from typing import Any
 
 import aio_pika
@@ -30,6 +28,7 @@ from orchestrator.settings import Settings
 from orchestrator.state import Status
 from tests.faults import Broken
 from tests.helpers import eventually
+from tests.helpers import run_cli as saga
 from tests.integration.conftest import System, SystemFactory
 from tests.rabbit import depth
 
@@ -351,25 +350,6 @@ async def test_discard_records_each_message_with_the_reason_before_removing_it(
     assert first["body"] == NO_LINES
     assert first["discarded_at"] is not None
     assert records["d-2"]["body_text"] == "{"
-
-
-CLI = "import sys; from orchestrator.cli import main; main(sys.argv[1:])"
-
-
-async def saga(settings: Settings, *argv: str) -> tuple[int, str, str]:
-    """Run ``saga ARGV`` in its own process against this test's system."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        CLI,
-        *argv,
-        env={**os.environ, **settings.to_env()},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_cli_lists_shows_replays_and_discards_dead_letters(system: System) -> None:
