@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from contracts import ReleaseStock, ScheduleShipment
+from contracts import ReleaseStock, ScheduleShipment, StockReserved
+from orchestrator.messaging.envelope import build_message
 from orchestrator.service import OrchestratorService
 from orchestrator.state import EventType, Status
 from participants.inventory import InventoryService
@@ -134,3 +135,55 @@ async def test_two_instances_of_everything_under_200_concurrent_sagas(system: Sy
     assert set(report.outcomes) == {"completed", "failed", "compensated"}
     completed_pears = 60 - (await system.levels("pear")).available
     assert completed_pears <= 60
+
+
+async def test_a_deadline_survives_an_orchestrator_restart(make_system: SystemFactory) -> None:
+    """The deadline is stored, not a timer: an orchestrator that crashed after sending the
+    command is replaced, and the new instance times the step out and compensates."""
+    system = await make_system(step_timeout=1.5, step_max_sends=1)
+    await system.inventory.inventory.set_stock("apple", 5)
+    sent = asyncio.Event()
+
+    async def no_reply(saga_id: str, command: ScheduleShipment) -> None:
+        await system.shipping.schedule(saga_id, command)  # booked, but the reply is lost
+        sent.set()
+
+    system.shipping.on_command(ScheduleShipment, no_reply)
+    saga_id = await system.order(("apple", 2))
+    await asyncio.wait_for(sent.wait(), timeout=30)
+    restarted = await system.restart_orchestrator(crash=True)
+
+    state = await system.settle(saga_id)
+
+    assert state.status is Status.COMPENSATED
+    assert state.failed_step == "schedule_shipment"
+    assert restarted.runtime.stats.timeouts >= 1, "the new instance fired the deadline"
+    shipment = await system.shipment_of(saga_id)
+    assert shipment is not None
+    assert shipment["status"] == "cancelled", "the step that may have happened is undone"
+    await system.invariants({"apple": 5}, [saga_id])
+
+
+async def test_replies_for_unknown_and_finished_sagas_are_counted_not_fatal(
+    system: System,
+) -> None:
+    """A stray reply is logged and counted; the orchestrator keeps serving."""
+    await system.inventory.inventory.set_stock("apple", 5)
+    finished = await system.order(("apple", 1))
+    await system.settle(finished)
+    topology = system.settings.topology()
+    for saga_id in ("never-started", finished):
+        stray = build_message(
+            StockReserved(order_id="x"), message_id=f"{saga_id}:stray", correlation_id=saga_id
+        )
+        await system.client.bus.publish(
+            stray, exchange=topology.replies_exchange, routing_key=topology.reply_key
+        )
+    stats = system.orchestrator.runtime.stats
+    await eventually(
+        lambda: asyncio.sleep(0, dict(stats.ignored_by_reason)),
+        until=lambda r: r.get("unknown_saga") == 1 and r.get("unexpected_reply") == 1,
+        what="stray replies counted",
+    )
+    again = await system.order(("apple", 1))
+    assert (await system.settle(again)).status is Status.COMPLETED
