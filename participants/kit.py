@@ -1,20 +1,26 @@
 """What every participant service shares: command handlers that return a reply, which
-is published to the replies exchange with confirms before the command is acked."""
+is published to the replies exchange with confirms before the command is acked.
+
+With ``faults_enabled`` set, each command first asks the fault injector whether a rule
+hits it (``participants.faults``); otherwise the hook is a no-op that reads nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from contracts import Message
+from contracts import MalformedMessage, Message
 from orchestrator.host import ServiceHost
 from orchestrator.locks import KeyedLocks
 from orchestrator.messaging.envelope import HANDLER_ATTEMPTS, build_message
+from participants.faults import NO_FAULTS, FaultInjector, InjectedFault, refusal
 
 if TYPE_CHECKING:
     from orchestrator.messaging.envelope import Envelope
+    from participants.faults import FaultHook, FaultRule
 
 __all__ = ["CommandHandler", "EventHandler", "ParticipantError", "ParticipantService"]
 
@@ -40,6 +46,27 @@ class ParticipantService(ServiceHost):
         self._events: dict[type[Message], EventHandler] = {}
         self._locks = KeyedLocks()
         self.replies_sent = 0
+        self.faults: FaultHook = NO_FAULTS
+        if self.settings.faults_enabled:
+            self.faults = FaultInjector(
+                service=self.service, instance=self.bus.name, namespace=self.settings.namespace
+            )
+
+    async def start(self) -> None:
+        """Start the service, then (only if enabled) the fault injector. Commands that
+        arrive in between wait for its rules."""
+        await super().start()
+        await self.faults.start(database=self.db, bus=self.bus, topology=self.topology)
+
+    async def stop(self) -> None:
+        """Stop the fault injector, then the service."""
+        await self.faults.stop()
+        await super().stop()
+
+    async def kill(self) -> None:
+        """Drop everything at once (the fault injector's listener too)."""
+        await self.faults.stop()
+        await super().kill()
 
     def on_command(
         self, kind: type[C], handler: Callable[[str, C], Awaitable[Message | None]]
@@ -52,15 +79,25 @@ class ParticipantService(ServiceHost):
         self._events[kind] = handler
 
     async def handle_command(self, envelope: Envelope) -> None:
-        """Run the handler (one at a time per saga here) and send its reply."""
+        """Run the handler (one at a time per saga here) and send its reply, doing what
+        an injected fault says, if one applies."""
         handler = self._commands.get(type(envelope.message))
-        if handler is None:
-            log.warning("command_not_handled_here", message_type=envelope.message.TYPE)
+        if handler is None:  # routed here by mistake: park it visibly, never drop it
+            raise MalformedMessage(
+                "unknown_type", f"the {self.service} service has no handler for "
+                f"{envelope.message.TYPE}")
+        fault = await self.faults.match(envelope)
+        if fault is not None and fault.action == "raise":
+            raise InjectedFault(f"{fault.reason} (rule {fault.rule_id})")
+        if fault is not None and fault.action == "decline":
+            await self.send_reply(envelope, refusal(envelope.message, fault.reason))
             return
         async with self._locks(envelope.correlation_id):
             reply = await handler(envelope.correlation_id, envelope.message)
+        if fault is not None and fault.action == "crash":
+            self.faults.crash(fault)
         if reply is not None:
-            await self.send_reply(envelope, reply)
+            await self.send_reply(envelope, reply, fault=fault)
 
     async def handle_event(self, envelope: Envelope) -> None:
         """Run the event handler, if any."""
@@ -69,9 +106,20 @@ class ParticipantService(ServiceHost):
             async with self._locks(envelope.correlation_id):
                 await handler(envelope.correlation_id, envelope.message)
 
-    async def send_reply(self, envelope: Envelope, reply: Message) -> None:
+    async def send_reply(
+        self, envelope: Envelope, reply: Message, *, fault: FaultRule | None = None
+    ) -> None:
         """Publish ``reply`` to the command's ``reply_to``. Its id derives from the
-        command's, so the reply to a redelivered command is recognised as a duplicate."""
+        command's, so the reply to a redelivered command is recognised as a duplicate.
+        An injected ``drop``, ``delay`` or ``duplicate`` fault applies here."""
+        copies = 1
+        if fault is not None and fault.action == "drop":
+            log.warning("reply_dropped_by_fault", reply_type=reply.TYPE)
+            return
+        if fault is not None and fault.action == "delay":
+            await asyncio.sleep(fault.delay_seconds)
+        if fault is not None and fault.action == "duplicate":
+            copies = fault.copies
         message = build_message(
             reply,
             message_id=f"{envelope.message_id}:reply",
@@ -80,10 +128,11 @@ class ParticipantService(ServiceHost):
             app_id=self.service,
             headers={HANDLER_ATTEMPTS: envelope.attempt},
         )
-        await self.bus.publish(
-            message,
-            exchange=self.topology.replies_exchange,
-            routing_key=envelope.reply_to or self.topology.reply_key,
-        )
-        self.replies_sent += 1
-        log.info("reply_sent", reply_type=reply.TYPE)
+        for _ in range(copies):
+            await self.bus.publish(
+                message,
+                exchange=self.topology.replies_exchange,
+                routing_key=envelope.reply_to or self.topology.reply_key,
+            )
+            self.replies_sent += 1
+        log.info("reply_sent", reply_type=reply.TYPE, copies=copies)
