@@ -84,8 +84,9 @@ class ParticipantService(ServiceHost):
         handler = self._commands.get(type(envelope.message))
         if handler is None:  # routed here by mistake: park it visibly, never drop it
             raise MalformedMessage(
-                "unknown_type", f"the {self.service} service has no handler for "
-                f"{envelope.message.TYPE}")
+                "unknown_type",
+                f"the {self.service} service has no handler for {envelope.message.TYPE}",
+            )
         fault = await self.faults.match(envelope)
         if fault is not None and fault.action == "raise":
             raise InjectedFault(f"{fault.reason} (rule {fault.rule_id})")
