@@ -16,13 +16,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aio_pika
 import pytest
 from pymongo import AsyncMongoClient
 
 from orchestrator.devrun import ensure_rabbitmq
 from orchestrator.embedded import EmbeddedMongo
 from orchestrator.settings import DEFAULT_AMQP_URL, Settings
+from tests.helpers import delete_topology
 
 
 def _docker_works() -> bool:
@@ -84,12 +84,7 @@ async def settings(
         log_format="console",
     )
     yield s
-    connection = await aio_pika.connect(
-        amqp_url, client_properties={"connection_name": f"{name}.teardown"}
-    )
-    async with connection:
-        channel = await connection.channel()
-        await s.topology().delete(channel)
+    await delete_topology(s)
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongodb_url)
     await client.drop_database(s.database)
     await client.close()

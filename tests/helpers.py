@@ -8,6 +8,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
+import aio_pika
+
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
@@ -52,3 +54,12 @@ async def run_cli(settings: Settings, *argv: str, timeout: float = 60.0) -> tupl
     out, err = await asyncio.wait_for(process.communicate(), timeout=timeout)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def delete_topology(settings: Settings) -> None:
+    """Delete a namespace's exchanges and queues (with this variant's retry tiers)."""
+    label = {"connection_name": f"{settings.namespace}.teardown"}
+    connection = await aio_pika.connect(settings.amqp_url, client_properties=label)
+    async with connection:
+        channel = await connection.channel()
+        await settings.topology().delete(channel)

@@ -18,7 +18,7 @@ from orchestrator.state import SagaState
 from participants.inventory import InventoryService, Levels
 from participants.payment import PaymentService
 from participants.shipping import ShippingService
-from tests.helpers import eventually
+from tests.helpers import delete_topology, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -160,3 +160,5 @@ async def make_system(settings: Settings) -> AsyncIterator[SystemFactory]:
     finally:
         for running in started:
             await stop_system(running)
+            if running.settings.retry_delays != settings.retry_delays:
+                await delete_topology(running.settings)  # its retry tiers have other names
