@@ -108,14 +108,7 @@ class MongoSagaStore:
 
     async def mark_dispatched(self, commit_ids: Sequence[str]) -> None:
         """Flag published outboxes, many at a time."""
-        if not commit_ids:
-            return
-        try:
-            await self.commits.update_many(
-                {"_id": {"$in": list(commit_ids)}}, {"$set": {"dispatched": True}}
-            )
-        except PyMongoError as e:
-            raise StoreUnavailable(f"cannot mark {len(commit_ids)} outboxes dispatched: {e}") from e
+        await self._set_many(commit_ids, {"dispatched": True}, "mark outboxes dispatched")
 
     async def undispatched(self, *, older_than: datetime, limit: int) -> list[Commit]:
         """Oldest commits whose outbox is not known to be published."""
@@ -170,14 +163,16 @@ class MongoSagaStore:
 
     async def clear_deadlines(self, commit_ids: Sequence[str]) -> None:
         """Forget deadlines that no longer apply (their saga moved on)."""
+        await self._set_many(commit_ids, {"deadline": None}, "clear deadlines")
+
+    async def _set_many(self, commit_ids: Sequence[str], fields: Doc, what: str) -> None:
+        """One ``update_many`` for a batch of commits."""
         if not commit_ids:
             return
         try:
-            await self.commits.update_many(
-                {"_id": {"$in": list(commit_ids)}}, {"$set": {"deadline": None}}
-            )
+            await self.commits.update_many({"_id": {"$in": list(commit_ids)}}, {"$set": fields})
         except PyMongoError as e:
-            raise StoreUnavailable(f"cannot clear {len(commit_ids)} deadlines: {e}") from e
+            raise StoreUnavailable(f"cannot {what} ({len(commit_ids)} commits): {e}") from e
 
 
 def _to_doc(commit: Commit) -> Doc:

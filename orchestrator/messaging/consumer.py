@@ -20,11 +20,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import aio_pika
 import structlog
 
 from contracts import MalformedMessage
-from orchestrator.messaging.envelope import ATTEMPT, Envelope, header_int, read_envelope
+from orchestrator.messaging.envelope import (
+    ATTEMPT,
+    Envelope,
+    copy_message,
+    header_int,
+    read_envelope,
+)
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
@@ -186,21 +191,7 @@ class Consumer:
     ) -> None:
         """Publish a copy straight to ``queue`` (confirmed), then ack the original.
         If the copy cannot be published the original is requeued, never dropped."""
-        copy = aio_pika.Message(
-            raw.body,
-            headers=headers,
-            content_type=raw.content_type,
-            content_encoding=raw.content_encoding,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            priority=raw.priority,
-            correlation_id=raw.correlation_id,
-            reply_to=raw.reply_to,
-            message_id=raw.message_id,
-            timestamp=raw.timestamp,
-            type=raw.type,
-            user_id=None,
-            app_id=raw.app_id,
-        )
+        copy = copy_message(raw, headers=headers)
         try:
             await self.bus.publish(copy, exchange="", routing_key=queue)
         except Exception as e:  # the original must go back, whatever failed

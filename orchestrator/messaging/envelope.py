@@ -22,6 +22,7 @@ __all__ = [
     "SAGA_ID_PATTERN",
     "Envelope",
     "build_message",
+    "copy_message",
     "header_int",
     "read_envelope",
 ]
@@ -103,6 +104,25 @@ def build_message(
         app_id=app_id,
         timestamp=datetime.now(UTC),
         headers=all_headers,
+    )
+
+
+def copy_message(raw: AbstractIncomingMessage, *, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of a delivered message (same ids, type and body) with ``headers``:
+    what retry tiers, dead-letter queues and replays publish."""
+    return aio_pika.Message(
+        raw.body,
+        headers=headers,
+        content_type=raw.content_type,
+        content_encoding=raw.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=raw.priority,
+        correlation_id=raw.correlation_id,
+        reply_to=raw.reply_to,
+        message_id=raw.message_id,
+        timestamp=raw.timestamp,
+        type=raw.type,
+        app_id=raw.app_id,
     )
 
 

@@ -22,7 +22,7 @@ from aio_pika.exceptions import ChannelNotFoundEntity
 from pymongo.errors import PyMongoError
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.messaging.envelope import ATTEMPT, header_int
+from orchestrator.messaging.envelope import ATTEMPT, copy_message, header_int
 from orchestrator.ops.letters import (
     EVERYTHING,
     DeadLetter,
@@ -195,20 +195,7 @@ def replay_message(raw: AbstractIncomingMessage) -> aio_pika.Message:
     headers[ATTEMPT] = 1
     headers[REPLAY_COUNT] = header_int(headers.get(REPLAY_COUNT), 0) + 1
     headers[REPLAYED_AT] = datetime.now(UTC).isoformat()
-    return aio_pika.Message(
-        raw.body,
-        headers=headers,
-        content_type=raw.content_type,
-        content_encoding=raw.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=raw.priority,
-        correlation_id=raw.correlation_id,
-        reply_to=raw.reply_to,
-        message_id=raw.message_id,
-        timestamp=raw.timestamp,
-        type=raw.type,
-        app_id=raw.app_id,
-    )
+    return copy_message(raw, headers=headers)
 
 
 async def _replay_one(

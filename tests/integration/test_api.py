@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import uvicorn
 from contracts import AuthorizePayment, VoidPayment
 from orchestrator.api import create_app
 from orchestrator.embedded import free_port
+from orchestrator.settings import Settings
 from orchestrator.state import EventType, Status
 from participants.readside import ReadSideService
 from tests.faults import Broken
@@ -36,31 +38,35 @@ def order(**changes: Any) -> dict[str, Any]:
     return body | changes
 
 
+@asynccontextmanager
+async def serve_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API served by uvicorn on a free port, and a client for it."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: asyncio.sleep(0, server.started), what="API started")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        await serving
+
+
 @pytest.fixture
 async def api(make_system: SystemFactory) -> AsyncIterator[tuple[System, httpx.AsyncClient]]:
     """The system, its read side, and the API over HTTP."""
     system = await make_system(operator_token=TOKEN)
     await system.start_extra(ReadSideService(system.settings))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(system.settings),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="on",
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    await eventually(lambda: asyncio.sleep(0, server.started), what="API started")
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+    async with serve_api(system.settings) as http:
         await system.client.restock("apple", 20)
         await eventually(
             lambda: system.levels("apple"), until=lambda lv: lv.available == 20, what="stock seeded"
         )
         yield system, http
-    server.should_exit = True
-    await serving
 
 
 async def test_idempotency_key_under_concurrent_duplicates_starts_one_saga(
@@ -175,33 +181,21 @@ async def test_resume_a_parked_saga_over_http(make_system: SystemFactory) -> Non
     system = await make_system(
         operator_token=TOKEN, retry_delays=(0.1,), step_timeout=1.0, step_max_sends=1
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(system.settings), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    await eventually(lambda: asyncio.sleep(0, server.started), what="API started")
-    try:
-        await system.inventory.inventory.set_stock("apple", 5)
-        broken = Broken(system.payment.void)
-        system.payment.on_command(AuthorizePayment, Broken(system.payment.authorize))
-        system.payment.on_command(VoidPayment, broken)
-        saga_id = await system.order(("apple", 1))
-        parked = await system.settle(saga_id)
-        assert parked.status is Status.COMPENSATION_FAILED
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            broken.fixed = True
-            resumed = await http.post(f"/sagas/{saga_id}/resume", headers=AUTH)
-            assert resumed.status_code == 200, resumed.text
-            state = await system.settle(saga_id)
-            assert state.status is Status.COMPENSATED
-            again = await http.post(f"/sagas/{saga_id}/resume", headers=AUTH)
-            assert again.status_code == 409
-    finally:
-        server.should_exit = True
-        await serving
+    await system.inventory.inventory.set_stock("apple", 5)
+    broken = Broken(system.payment.void)
+    system.payment.on_command(AuthorizePayment, Broken(system.payment.authorize))
+    system.payment.on_command(VoidPayment, broken)
+    saga_id = await system.order(("apple", 1))
+    parked = await system.settle(saga_id)
+    assert parked.status is Status.COMPENSATION_FAILED
+    async with serve_api(system.settings) as http:
+        broken.fixed = True
+        resumed = await http.post(f"/sagas/{saga_id}/resume", headers=AUTH)
+        assert resumed.status_code == 200, resumed.text
+        state = await system.settle(saga_id)
+        assert state.status is Status.COMPENSATED
+        again = await http.post(f"/sagas/{saga_id}/resume", headers=AUTH)
+        assert again.status_code == 409
     await system.invariants({"apple": 5}, [saga_id])
 
 
@@ -209,64 +203,50 @@ async def test_dead_letters_listed_inspected_replayed_and_discarded_over_http(
     make_system: SystemFactory,
 ) -> None:
     """A command dead-lettered while payment was broken: listed, inspected, a dry run
-    changes nothing, a replay completes its saga; a poison message is discarded."""
+    changes nothing, a replay completes its saga; discarding needs a reason."""
     system = await make_system(
         operator_token=TOKEN, retry_delays=(0.1,), step_timeout=300.0, step_max_sends=1
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(system.settings), host="127.0.0.1", port=port, log_level="warning"
+    await system.inventory.inventory.set_stock("apple", 5)
+    broken = Broken(system.payment.authorize)
+    system.payment.on_command(AuthorizePayment, broken)
+    saga_id = await system.order(("apple", 1))
+    async with serve_api(system.settings) as http:
+        queues = await eventually(
+            lambda: http.get("/dead-letters"),
+            until=lambda r: any(q["messages"] == 1 for q in r.json()),
+            what="the command dead-lettered",
         )
-    )
-    serving = asyncio.create_task(server.serve())
-    await eventually(lambda: asyncio.sleep(0, server.started), what="API started")
-    try:
-        await system.inventory.inventory.set_stock("apple", 5)
-        broken = Broken(system.payment.authorize)
-        system.payment.on_command(AuthorizePayment, broken)
-        saga_id = await system.order(("apple", 1))
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            queues = await eventually(
-                lambda: http.get("/dead-letters"),
-                until=lambda r: any(q["messages"] == 1 for q in r.json()),
-                what="the command dead-lettered",
-            )
-            depth = {q["work_queue"].split(".", 1)[1]: q["messages"] for q in queues.json()}
-            assert depth["payment.commands"] == 1
-            letters = (await http.get("/dead-letters/payment.commands")).json()
-            assert [(x["saga_id"], x["reason"]) for x in letters] == [
-                (saga_id, "retries_exhausted")
-            ]
-            assert letters[0]["body"]["amount_cents"] == 1000
-            assert (await http.get("/dead-letters/nope")).status_code == 404
+        depth = {q["work_queue"].split(".", 1)[1]: q["messages"] for q in queues.json()}
+        assert depth["payment.commands"] == 1
+        letters = (await http.get("/dead-letters/payment.commands")).json()
+        assert [(x["saga_id"], x["reason"]) for x in letters] == [(saga_id, "retries_exhausted")]
+        assert letters[0]["body"]["amount_cents"] == 1000
+        assert (await http.get("/dead-letters/nope")).status_code == 404
 
-            broken.fixed = True
-            selection = {"saga_id": saga_id}
-            assert (
-                await http.post("/dead-letters/payment.commands/replay", json=selection)
-            ).status_code == 401
-            dry = await http.post(
-                "/dead-letters/payment.commands/replay",
-                json=selection | {"dry_run": True},
-                headers=AUTH,
-            )
-            assert dry.json()["ok"]
-            assert [o["status"] for o in dry.json()["outcomes"]] == ["would"]
-            assert len((await http.get("/dead-letters/payment.commands")).json()) == 1
-            assert (await system.client.state(saga_id)).status is Status.RUNNING
+        broken.fixed = True
+        selection = {"saga_id": saga_id}
+        assert (
+            await http.post("/dead-letters/payment.commands/replay", json=selection)
+        ).status_code == 401
+        dry = await http.post(
+            "/dead-letters/payment.commands/replay",
+            json=selection | {"dry_run": True},
+            headers=AUTH,
+        )
+        assert dry.json()["ok"]
+        assert [o["status"] for o in dry.json()["outcomes"]] == ["would"]
+        assert len((await http.get("/dead-letters/payment.commands")).json()) == 1
+        assert (await system.client.state(saga_id)).status is Status.RUNNING
 
-            done = await http.post(
-                "/dead-letters/payment.commands/replay", json=selection, headers=AUTH
-            )
-            assert [o["status"] for o in done.json()["outcomes"]] == ["done"]
-            assert (await system.settle(saga_id)).status is Status.COMPLETED
-            assert (await http.get("/dead-letters/payment.commands")).json() == []
+        done = await http.post(
+            "/dead-letters/payment.commands/replay", json=selection, headers=AUTH
+        )
+        assert [o["status"] for o in done.json()["outcomes"]] == ["done"]
+        assert (await system.settle(saga_id)).status is Status.COMPLETED
+        assert (await http.get("/dead-letters/payment.commands")).json() == []
 
-            bad = await http.post(
-                "/dead-letters/payment.commands/discard", json={"all": True}, headers=AUTH
-            )
-            assert bad.status_code == 422, "a reason is required"
-    finally:
-        server.should_exit = True
-        await serving
+        bad = await http.post(
+            "/dead-letters/payment.commands/discard", json={"all": True}, headers=AUTH
+        )
+        assert bad.status_code == 422, "a reason is required"
