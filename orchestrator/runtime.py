@@ -188,7 +188,7 @@ class SagaRuntime:
                 if decision.ignored or not decision.events:
                     self._ignore(saga_id, decision)
                     return None
-                commit = self._commit(state, decision, causation_id)
+                commit, after = self._commit(state, decision, causation_id)
                 try:
                     await self.store.append(commit)
                 except ConcurrencyConflict:
@@ -201,22 +201,23 @@ class SagaRuntime:
                     self._cache.pop(saga_id, None)
                     log.info("message_already_processed", saga_id=saga_id)
                     return None
-                self._remember(
-                    saga_id, apply_commit(state, commit.version, causation_id, commit.events)
-                )
+                self._remember(saga_id, after)
                 self.stats.commits += 1
                 return commit
         raise ConcurrencyConflict(
             f"saga {saga_id}: {self.max_conflict_retries} version conflicts in a row"
         )
 
-    def _commit(self, state: SagaState, decision: Decision, causation_id: str) -> Commit:
+    def _commit(
+        self, state: SagaState, decision: Decision, causation_id: str
+    ) -> tuple[Commit, SagaState]:
+        """The commit for a decision, and the saga's state after it."""
         version = state.version + 1
         after = apply_commit(state, version, causation_id, decision.events)
         outbox = list(decision.outbox)
         if self.publish_progress:
             outbox.append(progress_event(after, decision.events))
-        return Commit(
+        commit = Commit(
             saga_id=state.saga_id,
             version=version,
             causation_id=causation_id,
@@ -226,6 +227,7 @@ class SagaRuntime:
             deadline=after.deadline,
             status=after.status.value if after.status else None,
         )
+        return commit, after
 
     def _ignore(self, saga_id: str, decision: Decision) -> None:
         reason = decision.ignored or "no_change"

@@ -136,4 +136,4 @@ class ParticipantService(ServiceHost):
                 routing_key=envelope.reply_to or self.topology.reply_key,
             )
             self.replies_sent += 1
-        log.info("reply_sent", reply_type=reply.TYPE, copies=copies)
+        log.debug("reply_sent", reply_type=reply.TYPE, copies=copies)

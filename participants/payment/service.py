@@ -163,7 +163,7 @@ class PaymentService(ParticipantService):
         """Capture the authorization."""
         del event
         if await self.payments.capture(saga_id):
-            log.info("payment_captured")
+            log.debug("payment_captured")
 
 
 def _now() -> datetime:
