@@ -120,8 +120,8 @@ class LowStockWatcher:
             )
         except DuplicateKeyError:
             return await self._undelivered(sku)  # already below: no new crossing
-        if flipped is None:  # pragma: no cover - upsert with return_document=AFTER
-            return None
+        if flipped is None:  # already below (some servers return None instead of raising)
+            return await self._undelivered(sku)
         note = LowStock(
             id=f"{sku}:{flipped['crossings']}",
             sku=sku,

@@ -8,15 +8,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI, HTTPException
 
 from contracts import InventoryRestocked
+from orchestrator.embedded import free_port
 from orchestrator.messaging.envelope import build_message
 from orchestrator.state import EventType, SagaEvent, Status
 from orchestrator.store import Commit
 from participants.readside import ReadSideService, rebuild_projections, stuck_reason
 from participants.readside.summaries import fold, progress_history
 from tests.helpers import eventually
-from tests.integration.conftest import System
+from tests.integration.conftest import System, SystemFactory
 
 pytestmark = pytest.mark.integration
 
@@ -262,3 +265,50 @@ async def test_stuck_list_finds_a_saga_without_deadline_not_healthy_ones(system:
     }
     assert stuck_reason(healthy_running, now=now, threshold=timedelta(minutes=5)) is None
     await asyncio.sleep(0)
+
+
+async def test_low_stock_is_posted_to_the_webhook_when_one_is_set(
+    make_system: SystemFactory,
+) -> None:
+    """With LOW_STOCK_WEBHOOK_URL set, the notification is also POSTed as JSON; a failing
+    webhook is retried until it answers, and the stored record then says delivered."""
+    received: list[dict[str, Any]] = []
+    failures = [1]  # the first delivery attempt fails
+    hook = FastAPI()
+
+    @hook.post("/hook")
+    async def accept(body: dict[str, Any]) -> dict[str, str]:
+        if failures:
+            failures.pop()
+            raise HTTPException(503, "try later")
+        received.append(body)
+        return {"ok": "yes"}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(hook, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: asyncio.sleep(0, server.started), what="webhook up")
+        system = await make_system(webhook_url=f"http://127.0.0.1:{port}/hook")
+        readside = await start_readside(system)
+        threshold = system.settings.low_stock_threshold
+        await restock(system, "fig", threshold)
+        await system.settle(await system.order(("fig", 1)))
+
+        await eventually(
+            lambda: asyncio.sleep(0, list(received)),
+            until=lambda r: len(r) == 1,
+            what="webhook called",
+        )
+        assert received[0]["sku"] == "fig"
+        assert received[0]["available"] == threshold - 1
+        assert received[0]["threshold"] == threshold
+        notes = await eventually(
+            lambda: readside.lowstock.notifications("fig"),
+            until=lambda n: n and n[0]["delivered"] == "yes",
+            what="record marked delivered",
+        )
+        assert [n["_id"] for n in notes] == ["fig:1"]
+    finally:
+        server.should_exit = True
+        await serving
