@@ -72,8 +72,8 @@ def decode(type_name: str | None, body: bytes) -> Message:
     cls = resolve(type_name)
     try:
         raw: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MalformedMessage("undecodable", f"body is not JSON: {e}") from e
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, absurd nesting or numbers
+        raise MalformedMessage("undecodable", f"body is not JSON: {str(e)[:200]}") from e
     try:
         return cls.model_validate(raw)
     except ValidationError as e:

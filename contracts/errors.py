@@ -12,6 +12,7 @@ MalformedReason = Literal[
     "schema_violation",
     "missing_correlation_id",
     "too_large",
+    "unknown_saga",
 ]
 
 

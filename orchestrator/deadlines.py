@@ -57,6 +57,8 @@ class DeadlineWatcher:
                 await self.runtime.on_deadline(deadline)
             except TransientError as e:
                 log.warning("deadline_not_handled", saga_id=deadline.saga_id, error=str(e))
+            except Exception:  # one bad saga must not stop the others' deadlines
+                log.exception("deadline_failed", saga_id=deadline.saga_id)
         self.fired += len(live)
         return len(live)
 
@@ -67,4 +69,6 @@ class DeadlineWatcher:
                 await self.run_once()
             except TransientError as e:
                 log.warning("deadline_poll_failed", error=str(e))
+            except Exception:  # keep watching whatever happened; it is logged
+                log.exception("deadline_poll_crashed")
             await asyncio.sleep(self.interval)

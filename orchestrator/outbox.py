@@ -157,8 +157,13 @@ class OutboxRelay:
         )
         done = 0
         for commit in overdue:
-            if await self.dispatcher.dispatch(commit):
-                done += 1
+            try:
+                if await self.dispatcher.dispatch(commit):
+                    done += 1
+            except Exception:  # e.g. a stored message no longer valid: skip, keep relaying
+                log.exception(
+                    "outbox_commit_unpublishable", saga_id=commit.saga_id, version=commit.version
+                )
         if overdue:
             log.info("outbox_relayed", commits=done, overdue=len(overdue))
         self.relayed += done
@@ -171,4 +176,6 @@ class OutboxRelay:
                 await self.run_once()
             except TransientError as e:
                 log.warning("outbox_relay_failed", error=str(e))
+            except Exception:  # keep relaying whatever happened; it is logged
+                log.exception("outbox_relay_crashed")
             await asyncio.sleep(self.interval)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from contracts import ProgressEvent, SagaProgressed
+from contracts import MalformedMessage, ProgressEvent, SagaProgressed
 from orchestrator.decide import Decision, Incoming, Outgoing, decide, decide_resume, decide_timeout
 from orchestrator.errors import ConcurrencyConflict, DuplicateMessage
 from orchestrator.locks import KeyedLocks
@@ -66,6 +66,17 @@ def progress_event(state: SagaState, events: tuple[SagaEvent, ...]) -> Outgoing:
         message_id=f"{state.saga_id}:v{state.version}",
         routing_key=f"{state.saga_name}.progressed",
     )
+
+
+def _bad_input(reason: str) -> MalformedMessage | None:
+    """Ignored messages that can only be bad input go to the dead-letter queue: a reply for
+    a saga that does not exist (its commit is always stored before the command is sent)
+    or a message that is no reply of this saga at all."""
+    if reason == "unknown_saga":
+        return MalformedMessage("unknown_saga", "no saga with this correlation id exists")
+    if reason.startswith("not_a_reply_of_saga"):
+        return MalformedMessage("unknown_type", f"not a message this saga handles ({reason})")
+    return None
 
 
 def utcnow() -> datetime:
@@ -124,6 +135,7 @@ class SagaRuntime:
             lambda state, now: decide(self.saga, state, incoming, now=now),
             causation_id=envelope.message_id,
             assume_new=is_start,
+            reject=_bad_input,
         )
         if commit is not None:
             await self.dispatcher.dispatch(commit)
@@ -163,7 +175,13 @@ class SagaRuntime:
         return commit
 
     async def apply(
-        self, saga_id: str, decider: Decider, *, causation_id: str, assume_new: bool = False
+        self,
+        saga_id: str,
+        decider: Decider,
+        *,
+        causation_id: str,
+        assume_new: bool = False,
+        reject: Callable[[str], MalformedMessage | None] | None = None,
     ) -> Commit | None:
         """Decide against the latest state and append the result; None if nothing changed.
 
@@ -187,6 +205,9 @@ class SagaRuntime:
                     continue
                 if decision.ignored or not decision.events:
                     self._ignore(saga_id, decision)
+                    refusal = reject(decision.ignored or "") if reject else None
+                    if refusal is not None:
+                        raise refusal
                     return None
                 commit, after = self._commit(state, decision, causation_id)
                 try:

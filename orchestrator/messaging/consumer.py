@@ -136,6 +136,9 @@ class Consumer:
         except MalformedMessage as e:
             await self._dead_letter(raw, attempt, e, e.reason)
             return
+        except Exception as e:  # whatever else cannot be read must not wedge the queue
+            await self._dead_letter(raw, attempt, e, "undecodable")
+            return
         with structlog.contextvars.bound_contextvars(
             saga_id=envelope.correlation_id,
             message_id=envelope.message_id,

@@ -136,5 +136,5 @@ def header_int(value: Any, default: int) -> int:
     """A header value as an int, or ``default`` if it is missing or not a number."""
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default

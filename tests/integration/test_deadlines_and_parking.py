@@ -16,6 +16,7 @@ from participants.shipping import ShippingService
 from tests.faults import Broken, HeldUntil
 from tests.helpers import eventually
 from tests.integration.conftest import System, SystemFactory
+from tests.rabbit import take_all
 
 pytestmark = pytest.mark.integration
 
@@ -167,7 +168,8 @@ async def test_a_deadline_survives_an_orchestrator_restart(make_system: SystemFa
 async def test_replies_for_unknown_and_finished_sagas_are_counted_not_fatal(
     system: System,
 ) -> None:
-    """A stray reply is logged and counted; the orchestrator keeps serving."""
+    """A reply for a saga that never existed is dead-lettered with its reason; one for a
+    finished saga is counted and acked; the orchestrator keeps serving."""
     await system.inventory.inventory.set_stock("apple", 5)
     finished = await system.order(("apple", 1))
     await system.settle(finished)
@@ -185,5 +187,14 @@ async def test_replies_for_unknown_and_finished_sagas_are_counted_not_fatal(
         until=lambda r: r.get("unknown_saga") == 1 and r.get("unexpected_reply") == 1,
         what="stray replies counted",
     )
+    dlq = topology.queue("orchestrator.replies").dlq
+    dead = await eventually(
+        lambda: take_all(system.settings.amqp_url, dlq),
+        until=bool,
+        what="unknown saga's reply dead-lettered",
+    )
+    assert [(m.correlation_id, m.headers["x-error-reason"]) for m in dead] == [
+        ("never-started", "unknown_saga")
+    ]
     again = await system.order(("apple", 1))
     assert (await system.settle(again)).status is Status.COMPLETED

@@ -84,7 +84,12 @@ MALFORMED = {
         "type": ReserveStock.TYPE,
         "correlation_id": None,
     },
-    "too_large": {"body": b"x" * 10_000, "type": ReserveStock.TYPE, "correlation_id": "s1"},
+    "too_large": {"body": b"x" * 20_000, "type": ReserveStock.TYPE, "correlation_id": "s1"},
+}
+# Bodies under the size limit that json.loads cannot take: too deep, a too-long number.
+NASTY = {
+    "nested": b"[" * 1500 + b"]" * 1500,
+    "huge-number": b'{"order_id": ' + b"1" * 5000 + b"}",
 }
 
 
@@ -93,7 +98,7 @@ async def test_malformed_messages_go_straight_to_the_dead_letter_queue(
 ) -> None:
     """Each kind of malformed message, published with a raw client, lands in the inventory
     dead-letter queue on its first attempt with its reason; good orders still complete."""
-    system = await make_system(max_body_bytes=4096)
+    system = await make_system(max_body_bytes=16_384)
     await system.inventory.inventory.set_stock("apple", 5)
     topology = system.settings.topology()
     connection = await aio_pika.connect(system.settings.amqp_url)
@@ -111,11 +116,16 @@ async def test_malformed_messages_go_straight_to_the_dead_letter_queue(
                 routing_key="inventory.reserve_stock",
                 mandatory=True,
             )
+        for name, body in NASTY.items():
+            message = aio_pika.Message(
+                body, type=ReserveStock.TYPE, correlation_id="s1", message_id=f"malformed-{name}"
+            )
+            await exchange.publish(message, routing_key="inventory.reserve_stock", mandatory=True)
 
     dlq = topology.queue("inventory.commands").dlq
     await eventually(
         lambda: depth(system.settings.amqp_url, dlq),
-        until=lambda n: n >= len(MALFORMED),
+        until=lambda n: n >= len(MALFORMED) + len(NASTY),
         what="all malformed dead-lettered",
     )
     saga_id = await system.order(("apple", 1))
@@ -123,7 +133,9 @@ async def test_malformed_messages_go_straight_to_the_dead_letter_queue(
 
     dead = await take_all(system.settings.amqp_url, dlq)
     reasons = {m.message_id: m.headers["x-error-reason"] for m in dead}
-    assert reasons == {f"malformed-{r}": r for r in MALFORMED}
+    assert reasons == {f"malformed-{r}": r for r in MALFORMED} | {
+        f"malformed-{name}": "undecodable" for name in NASTY
+    }
     assert all(m.headers["x-attempt"] == 1 for m in dead)
     assert all(m.headers["x-error-message"] for m in dead)
     await system.invariants({"apple": 5}, [saga_id])
