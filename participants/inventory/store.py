@@ -152,7 +152,7 @@ class MongoInventory:
     async def _reserve_lines(self, saga_id: str, lines: tuple[OrderLine, ...]) -> ReserveOutcome:
         for line in sorted(lines, key=lambda x: x.sku):
             if not await self._hold(saga_id, line.sku, line.quantity):
-                await self._unhold_all(saga_id, lines, back_to="available")
+                await self._unhold_all(saga_id, back_to="available")
                 reason = f"insufficient stock for {line.sku}: {line.quantity} wanted"
                 await self._finish(saga_id, "failed", outcome="failed", reason=reason, sku=line.sku)
                 return ReserveOutcome(reserved=False, reason=reason, sku=line.sku)
@@ -180,23 +180,35 @@ class MongoInventory:
             except PyMongoError as e:
                 raise StoreUnavailable(str(e)) from e
             return
+        if doc["status"] == "shipped":
+            return
+        if doc["status"] != "released":
+            await self._mark_released(saga_id, doc)
+        # Always sweep: idempotent per hold, and it catches a hold left by a reservation
+        # that was taken over while an earlier release ran.
+        await self._unhold_all(saga_id, back_to="available")
+
+    async def _mark_released(self, saga_id: str, doc: Doc) -> None:
+        """Flip the status first, conditionally, so no worker can take over an abandoned
+        reservation and hold stock after the release (it then sees the outcome)."""
         if doc["status"] == "reserving" and doc["lease_until"] > time.time():
             raise ReservationBusy(f"reservation {saga_id} is being worked on")
-        if doc["status"] in ("released", "shipped"):
-            return
-        await self._unhold_all(saga_id, _lines(doc), back_to="available")
-        await self._write(
-            self.reservations.update_one(
-                {"_id": saga_id}, {"$set": {"status": "released", "updated_at": _now()}}
-            )
-        )
+        expected: Doc = {"_id": saga_id, "status": doc["status"]}
+        if doc["status"] == "reserving":
+            expected["lease_until"] = doc["lease_until"]
+        changes: Doc = {"status": "released", "updated_at": _now()}
+        if doc.get("outcome") is None:
+            changes |= {"outcome": "failed", "reason": "released before it finished"}
+        result = await self._write(self.reservations.update_one(expected, {"$set": changes}))
+        if result.matched_count == 0:
+            raise ReservationBusy(f"reservation {saga_id} changed during the release; retrying")
 
     async def ship(self, saga_id: str) -> None:
         """The saga completed: its held units leave as shipped. Safe to repeat."""
         doc = await self._read(self.reservations.find_one({"_id": saga_id}))
         if doc is None or doc["status"] != "reserved":
             return
-        await self._unhold_all(saga_id, _lines(doc), back_to="shipped")
+        await self._unhold_all(saga_id, back_to="shipped")
         await self._write(
             self.reservations.update_one(
                 {"_id": saga_id, "status": "reserved"},
@@ -269,19 +281,19 @@ class MongoInventory:
         )
         return already is not None
 
-    async def _unhold_all(
-        self, saga_id: str, lines: tuple[OrderLine, ...] | list[Doc], *, back_to: str
-    ) -> None:
+    async def _unhold_all(self, saga_id: str, *, back_to: str) -> None:
+        """Move every unit the saga holds, on whatever SKU, to ``back_to``. Driven by the
+        holds themselves, so nothing a saga holds can be missed; each move is one
+        conditional update on the exact held quantity, so repeating it changes nothing."""
         hold = f"holds.{saga_id}"
-        for line in lines:
-            sku, units = (
-                (line["sku"], line["quantity"])
-                if isinstance(line, dict)
-                else (line.sku, line.quantity)
-            )
+        docs = await self._read(
+            self.stock.find({hold: {"$exists": True}}, {"holds": 1}).to_list(None)
+        )
+        for doc in docs:
+            units = int((doc.get("holds") or {}).get(saga_id, 0))
             await self._write(
                 self.stock.update_one(
-                    {"_id": sku, hold: {"$exists": True}},
+                    {"_id": doc["_id"], hold: units},
                     {"$inc": {"reserved": -units, back_to: units}, "$unset": {hold: ""}},
                 )
             )
@@ -301,10 +313,6 @@ class MongoInventory:
             raise StoreUnavailable(f"inventory write failed: {e}") from e
 
     _read = _write
-
-
-def _lines(doc: Doc) -> list[Doc]:
-    return list(doc.get("lines") or [])
 
 
 def _now() -> datetime:
