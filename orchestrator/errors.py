@@ -10,11 +10,15 @@ from __future__ import annotations
 __all__ = [
     "BrokerUnavailable",
     "ConcurrencyConflict",
+    "Deferred",
     "DuplicateMessage",
     "NotConnected",
     "OrchestratorError",
+    "SagaNotServed",
+    "StartupRefused",
     "StoreUnavailable",
     "TransientError",
+    "Unroutable",
 ]
 
 
@@ -34,12 +38,33 @@ class BrokerUnavailable(TransientError):
     """RabbitMQ refused, returned or did not confirm a message, or cannot be reached."""
 
 
+class Unroutable(BrokerUnavailable):
+    """The broker returned a mandatory message: no queue is bound for its routing key.
+    Transient while a topology is being deployed, permanent if the route is gone."""
+
+
 class StoreUnavailable(TransientError):
     """MongoDB did not answer or failed a write for a reason other than a conflict."""
 
 
 class ConcurrencyConflict(TransientError):
     """Someone else appended to the saga first: reload and decide again."""
+
+
+class Deferred(TransientError):
+    """The message is not for this instance: leave it for another that can take it. The
+    consumer sends it round again through the first retry tier without counting an
+    attempt, so it is never dead-lettered for this."""
+
+
+class SagaNotServed(Deferred):
+    """A message for a saga whose definition (name and version) this orchestrator does not
+    serve; another instance that does (during a rolling deploy) takes it."""
+
+
+class StartupRefused(OrchestratorError):
+    """The service will not start with this configuration; the message says why and
+    what to do."""
 
 
 class DuplicateMessage(OrchestratorError):
