@@ -7,7 +7,16 @@ The three kinds of failure are kept apart here:
   queue at once, with the reason in ``x-error-reason``;
 * the handler raises anything else: a copy goes to the next retry tier (a TTL queue that
   dead-letters back to the work queue), and after the last attempt to the dead-letter
-  queue with the error, the attempt count and the original routing in its headers.
+  queue with the error, the attempt count and the original routing in its headers;
+* the handler raises ``Deferred`` (the message is for another instance, e.g. a saga of
+  a version only a newer orchestrator serves during a rolling deploy): a copy goes
+  round the first retry tier with its attempt count unchanged, so that any consumer of
+  the queue may take it next time. ``x-deferrals`` counts the rounds; after
+  ``SAGA_MAX_DEFERRALS`` of them (half an hour by default) no instance is coming for it
+  and it is dead-lettered as ``not_served``;
+* the handler raises while the store does not answer (an election, an outage): the
+  message is held and run again when the store is back, its attempt not counted
+  (``orchestrator.messaging.outage``).
 
 A consumer never crashes on a message: every path ends in ack, or, if even the retry
 copy cannot be published, in a requeue.
@@ -23,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from contracts import MalformedMessage
+from orchestrator.errors import Deferred
 from orchestrator.messaging.envelope import (
     ATTEMPT,
     Envelope,
@@ -30,11 +40,13 @@ from orchestrator.messaging.envelope import (
     header_int,
     read_envelope,
 )
+from orchestrator.observability import metrics, tracing
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 
     from orchestrator.messaging.bus import Bus
+    from orchestrator.messaging.outage import StoreGate
     from orchestrator.messaging.topology import WorkQueue
 
 __all__ = ["Consumer", "Handler", "dead_letter_headers"]
@@ -44,6 +56,7 @@ Handler = Callable[[Envelope], Awaitable[None]]
 log = structlog.get_logger("consumer")
 
 ERROR_MESSAGE_LIMIT = 1000
+DEFERRALS = "x-deferrals"
 
 
 def dead_letter_headers(
@@ -84,15 +97,27 @@ class Consumer:
         handler: Handler,
         prefetch: int = 32,
         max_body_bytes: int = 256 * 1024,
+        max_deferrals: int = 1800,
+        store_gate: StoreGate | None = None,
     ) -> None:
         self.bus = bus
         self.queue = queue
         self.handler = handler
         self.prefetch = prefetch
         self.max_body_bytes = max_body_bytes
+        self.max_deferrals = max_deferrals
+        self.store_gate = store_gate
         self._channel: AbstractRobustChannel | None = None
         self._tag: str | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self.redelivered = 0
+        """Deliveries the broker flagged as redelivered (after a consumer, channel or
+        broker node was lost with them unacked)."""
+
+    @property
+    def consuming(self) -> bool:
+        """Started, and its channel is open."""
+        return self._tag is not None and self._channel is not None and not self._channel.is_closed
 
     async def start(self) -> None:
         """Begin consuming."""
@@ -130,6 +155,8 @@ class Consumer:
                 self._inflight.discard(task)
 
     async def _process(self, raw: AbstractIncomingMessage) -> None:
+        if raw.redelivered:
+            self.redelivered += 1
         attempt = _attempt(raw)
         try:
             envelope = read_envelope(raw, max_body_bytes=self.max_body_bytes)
@@ -139,16 +166,24 @@ class Consumer:
         except Exception as e:  # whatever else cannot be read must not wedge the queue
             await self._dead_letter(raw, attempt, e, "undecodable")
             return
-        with structlog.contextvars.bound_contextvars(
-            saga_id=envelope.correlation_id,
-            message_id=envelope.message_id,
-            message_type=envelope.message.TYPE,
-            attempt=attempt,
+        with (
+            structlog.contextvars.bound_contextvars(
+                saga_id=envelope.correlation_id,
+                message_id=envelope.message_id,
+                message_type=envelope.message.TYPE,
+                attempt=attempt,
+            ),
+            metrics.handling(self.queue.name),
         ):
+            gate = self.store_gate
+            run = self.handler if gate is None else gate.guard(self.handler)
             try:
-                await self.handler(envelope)
+                with tracing.consuming(self.queue.name, envelope):  # tracing: consumer span
+                    await run(envelope)
             except MalformedMessage as e:
                 await self._dead_letter(raw, attempt, e, e.reason)
+            except Deferred as e:
+                await self._defer(raw, attempt, e)
             except Exception as e:
                 await self._retry(raw, attempt, e)
             else:
@@ -170,7 +205,23 @@ class Consumer:
             next_attempt=attempt + 1,
             error=repr(error),
         )
+        metrics.retried(self.queue.name, error)
         await self._forward(raw, target, headers)
+
+    async def _defer(self, raw: AbstractIncomingMessage, attempt: int, error: Deferred) -> None:
+        """Round the first retry tier, attempt not counted: another consumer may take it.
+        After ``max_deferrals`` rounds no instance is going to: dead-letter it."""
+        rounds = header_int((raw.headers or {}).get(DEFERRALS), 0) + 1
+        if rounds > self.max_deferrals:
+            await self._dead_letter(raw, attempt, error, "not_served")
+            return
+        headers = dead_letter_headers(
+            raw, queue=self.queue.name, attempt=attempt, error=error, reason="deferred"
+        )
+        headers[DEFERRALS] = rounds
+        log.info("message_deferred", queue=self.queue.name, deferrals=headers[DEFERRALS])
+        metrics.note_outcome("deferred")
+        await self._forward(raw, self.queue.retry_queue(0), headers)
 
     async def _dead_letter(
         self, raw: AbstractIncomingMessage, attempt: int, error: BaseException, reason: str
@@ -187,6 +238,7 @@ class Consumer:
             message_id=raw.message_id,
             message_type=raw.type,
         )
+        metrics.dead_lettered(self.queue.name, reason)
         await self._forward(raw, self.queue.dlq, headers)
 
     async def _forward(

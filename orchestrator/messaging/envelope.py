@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 
 from contracts import MalformedMessage, Message, decode, encode
+from orchestrator.observability import tracing
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
@@ -20,6 +21,7 @@ __all__ = [
     "CAUSATION_ID",
     "HANDLER_ATTEMPTS",
     "SAGA_ID_PATTERN",
+    "SAGA_VERSION",
     "Envelope",
     "build_message",
     "copy_message",
@@ -30,6 +32,8 @@ __all__ = [
 CAUSATION_ID = "x-causation-id"
 ATTEMPT = "x-attempt"
 """Delivery attempt of this copy (1 for the first), set by the retry tiers."""
+SAGA_VERSION = "x-saga-version"
+"""On a start command: the version of the saga definition to start (default: newest)."""
 HANDLER_ATTEMPTS = "x-handler-attempts"
 """On a reply: how many attempts the participant needed for the command."""
 
@@ -93,6 +97,7 @@ def build_message(
     all_headers: dict[str, Any] = dict(headers or {})
     if causation_id:
         all_headers[CAUSATION_ID] = causation_id
+    tracing.inject(all_headers)  # tracing: W3C trace context of the current span, if on
     return aio_pika.Message(
         encode(message),
         content_type="application/json",
