@@ -1,28 +1,7 @@
 """Saga orchestration over RabbitMQ with an event-sourced MongoDB store.
 
-The domain (``definition``, ``state``, ``decide``, ``order_saga``) is pure; ``runtime``,
-``outbox``, ``mongo_store`` and ``messaging`` are the I/O around it; ``service`` is the
-orchestrator process and ``host`` the shell every service runs in.
+``saga`` is the pure core (definitions, state, decisions); ``ports`` the small protocols
+the runtime needs; ``store`` and ``messaging`` the adapters; ``runtime`` the service
+shell; ``ops``, ``api`` and ``cli`` the operator surface; ``packs`` the shipped sagas;
+``dev`` the tools for developers, never imported by a production service.
 """
-
-from orchestrator.decide import Decision, Incoming, Outgoing, decide, decide_timeout
-from orchestrator.definition import SagaDefinition, Step
-from orchestrator.order_saga import ORDER_FULFILMENT, order_fulfilment
-from orchestrator.settings import Settings
-from orchestrator.state import SagaEvent, SagaState, Status
-
-__all__ = [
-    "ORDER_FULFILMENT",
-    "Decision",
-    "Incoming",
-    "Outgoing",
-    "SagaDefinition",
-    "SagaEvent",
-    "SagaState",
-    "Settings",
-    "Status",
-    "Step",
-    "decide",
-    "decide_timeout",
-    "order_fulfilment",
-]

@@ -1,3 +1,3 @@
-from orchestrator.service import main
+from orchestrator.runtime.service import main
 
 main()
