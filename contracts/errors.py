@@ -13,6 +13,8 @@ MalformedReason = Literal[
     "missing_correlation_id",
     "too_large",
     "unknown_saga",
+    "unknown_version",
+    "conflicting_start",
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from contracts.base import Message, message
+from contracts.base import Message, NonNegativeInt, PositiveInt, message, upcaster
 
 __all__ = [
     "ProgressEvent",
@@ -20,25 +20,40 @@ __all__ = [
 
 
 class SagaOutcome(Message):
-    """Common shape of the outcome events."""
+    """Common shape of the outcome events, published as ``<saga_name>.<outcome>``."""
 
     saga_name: str
-    order_id: str = Field(default="", description="Business reference of the saga, if any")
+    reference: str = Field(
+        default="",
+        max_length=500,
+        description="The saga's business reference (its definition's ``reference``), if any",
+    )
+    saga_version: PositiveInt | None = Field(
+        default=None,
+        description="The definition version the saga ran on (None: published by a release "
+        "that did not say; those ran on version 1)",
+    )
 
 
-@message("saga.completed.v1")
+@message("saga.completed.v2")
 class SagaCompleted(SagaOutcome):
-    """Every step succeeded: reservations become shipments, authorizations are captured."""
+    """Every step succeeded."""
+
+    steps: tuple[str, ...] = Field(
+        default=(),
+        description="The steps done, in order (empty: published by a release that did "
+        "not say); a subscriber can tell from it whether the saga did a step itself",
+    )
 
 
-@message("saga.failed.v1")
+@message("saga.failed.v2")
 class SagaFailed(SagaOutcome):
-    """The first step was refused; nothing needed compensating."""
+    """A step was refused before anything needed compensating."""
 
     reason: str
 
 
-@message("saga.compensated.v1")
+@message("saga.compensated.v2")
 class SagaCompensated(SagaOutcome):
     """A step was refused and every step done before it was undone, in reverse order."""
 
@@ -52,7 +67,7 @@ class ProgressEvent(Message):
     type: str
     at: datetime
     step: str | None = None
-    attempt: int = 1
+    attempt: NonNegativeInt = 1
     reason: str | None = None
 
 
@@ -66,7 +81,8 @@ class SagaProgressed(Message):
     """
 
     saga_name: str
-    version: int = Field(ge=1)
+    saga_version: PositiveInt = Field(default=1, description="Version of the saga's definition")
+    version: PositiveInt
     status: str
     step: str | None = None
     reference: str = ""
@@ -74,3 +90,14 @@ class SagaProgressed(Message):
     deadline: datetime | None = None
     events: tuple[ProgressEvent, ...]
     start: dict[str, Any] = Field(default_factory=dict)
+
+
+def _order_id_to_reference(body: dict[str, Any]) -> dict[str, Any]:
+    """v1 outcome events carried the order saga's ``order_id``; v2 has a generic
+    ``reference`` for any saga."""
+    body["reference"] = body.pop("order_id", "") or body.get("reference", "")
+    return body
+
+
+for _outcome in ("completed", "failed", "compensated"):
+    upcaster(f"saga.{_outcome}.v1", f"saga.{_outcome}.v2")(_order_id_to_reference)

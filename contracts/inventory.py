@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
 
-from contracts.base import Message, message
-from contracts.orders import OrderLine, Sku
+from pydantic import Field, Strict
+
+from contracts.base import WHOLE, Int64, Message, NonNegativeInt, message
+from contracts.orders import MAX_LINES, OrderLine, OrderLines, Sku
 
 __all__ = [
     "InventoryRestocked",
     "ReleaseStock",
     "ReserveStock",
     "RestockStock",
+    "ShipStock",
     "StockReleased",
     "StockReservationFailed",
     "StockReserved",
+    "StockShipped",
 ]
 
 
@@ -23,7 +27,7 @@ class ReserveStock(Message):
     """Reserve every line of an order, all or nothing."""
 
     order_id: str
-    lines: tuple[OrderLine, ...] = Field(min_length=1)
+    lines: OrderLines
 
 
 @message("inventory.stock_reserved.v1")
@@ -47,6 +51,12 @@ class ReleaseStock(Message):
     """Compensation: return the units reserved for this saga to available stock."""
 
     order_id: str
+    lines: tuple[OrderLine, ...] = Field(
+        default=(),
+        max_length=MAX_LINES,
+        description="The order's lines: what a reserve attempt may hold for this saga, "
+        "given back even if no reservation was ever decided (empty: only the reservation's)",
+    )
 
 
 @message("inventory.stock_released.v1")
@@ -56,13 +66,29 @@ class StockReleased(Message):
     order_id: str
 
 
+@message("inventory.ship_stock.v1")
+class ShipStock(Message):
+    """Retriable step after the pivot: the units reserved for this saga leave as shipped.
+    Done exactly once per saga; a repeated command gets the same reply."""
+
+    order_id: str
+
+
+@message("inventory.stock_shipped.v1")
+class StockShipped(Message):
+    """The saga's reserved units are shipped (by this command or an earlier copy)."""
+
+    order_id: str
+    units: NonNegativeInt = Field(description="Units shipped for the saga")
+
+
 @message("inventory.restock_stock.v1")
 class RestockStock(Message):
     """Operator command: add units to available stock. The message id is the restock id,
     so a repeated command adds the units once."""
 
     sku: Sku
-    units: int = Field(gt=0, le=10_000_000)
+    units: Annotated[int, Strict(), Field(gt=0, le=10_000_000), WHOLE]
     reason: str = Field(default="", max_length=500)
 
 
@@ -72,5 +98,5 @@ class InventoryRestocked(Message):
     on redelivery: consumers dedupe by ``restock_id``)."""
 
     sku: Sku
-    units: int
+    units: Int64
     restock_id: str

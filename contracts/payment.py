@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
-from contracts.base import Message, message
+from contracts.base import Message, NonNegativeInt, message
 
 __all__ = [
     "AuthorizePayment",
+    "CapturePayment",
     "PaymentAuthorized",
+    "PaymentCaptured",
     "PaymentDeclined",
     "PaymentVoided",
     "VoidPayment",
@@ -21,7 +21,7 @@ class AuthorizePayment(Message):
 
     order_id: str
     customer_id: str
-    amount_cents: int = Field(ge=0)
+    amount_cents: NonNegativeInt
     currency: str = "EUR"
 
 
@@ -53,3 +53,20 @@ class PaymentVoided(Message):
     """No authorization is held for this saga any more."""
 
     order_id: str
+
+
+@message("payment.capture_payment.v1")
+class CapturePayment(Message):
+    """Retriable step after the pivot: capture the amount authorized for this saga.
+    A payment is captured at most once; a repeated command gets the same reply."""
+
+    order_id: str
+
+
+@message("payment.payment_captured.v1")
+class PaymentCaptured(Message):
+    """The authorized amount is captured (by this command or an earlier copy)."""
+
+    order_id: str
+    capture_id: str
+    amount_cents: NonNegativeInt

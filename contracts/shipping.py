@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.base import Message, message
+from contracts.base import Message, NonNegativeInt, message
 
 __all__ = [
     "CancelShipment",
@@ -19,7 +19,7 @@ class ScheduleShipment(Message):
 
     order_id: str
     ship_to: str = ""
-    units: int = 0
+    units: NonNegativeInt = 0
 
 
 @message("shipping.shipment_scheduled.v1")
