@@ -1,5 +1,1 @@
-"""The participant services of the order saga: inventory, payment, shipping."""
-
-from participants.kit import ParticipantError, ParticipantService
-
-__all__ = ["ParticipantError", "ParticipantService"]
+"""Participant services and the participant kit they are written with."""

@@ -1,5 +1,14 @@
 """The shipping service. Like payment, one document per saga is the effect and its
-idempotency record."""
+idempotency record.
+
+Retention. Every shipment record is final when written (scheduled, failed, cancelled,
+or a cancel's marker) and gets ``settled_at``; a TTL index removes it after
+``PARTICIPANT_RECORD_RETENTION_SECONDS`` (``participants.kit.retention``). None is live:
+the only later command, CancelShipment, needs nothing from it (without a record it
+leaves its marker and answers the same), and the service does not see the saga end. A
+ScheduleShipment copy delivered after the retention books again (the same shipment id);
+a shipping service whose booking is made with a carrier would keep a scheduled record
+until its saga ended instead."""
 
 from __future__ import annotations
 
@@ -17,8 +26,16 @@ from contracts import (
 )
 from contracts.base import Message
 from orchestrator.errors import StoreUnavailable, TransientError
-from orchestrator.host import run_service
-from participants.kit import ParticipantService
+from orchestrator.runtime.host import run_service
+from orchestrator.settings import env_list
+from participants.kit.retention import (
+    RECORD_RETENTION_SECONDS,
+    SETTLE,
+    SETTLED_AT,
+    ensure_ttl_index,
+    record_retention,
+)
+from participants.kit.service import ParticipantService
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -26,14 +43,27 @@ if TYPE_CHECKING:
 __all__ = ["MongoShipments", "ShippingService", "main"]
 
 Doc = dict[str, Any]
+UNDELIVERABLE = ("Atlantis",)
+"""Default of ``SHIPPING_UNDELIVERABLE``: places no carrier delivers to."""
 
 
 class MongoShipments:
     """``shipping_shipments``: one document per saga: scheduled -> cancelled, or failed."""
 
-    def __init__(self, *, database: AsyncDatabase[Doc], undeliverable: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        *,
+        database: AsyncDatabase[Doc],
+        undeliverable: tuple[str, ...],
+        retention_seconds: float | None = None,
+    ) -> None:
         self.shipments = database["shipping_shipments"]
         self.undeliverable = tuple(s.lower() for s in undeliverable)
+        self.retention = retention_seconds or RECORD_RETENTION_SECONDS
+
+    async def ensure_indexes(self) -> None:
+        """The retention of shipment records (a TTL index on ``settled_at``)."""
+        await ensure_ttl_index(self.shipments, SETTLED_AT, self.retention)
 
     def refusal(self, cmd: ScheduleShipment) -> str:
         """Why this shipment cannot be booked ('' if it can)."""
@@ -46,6 +76,7 @@ class MongoShipments:
     async def schedule(self, saga_id: str, cmd: ScheduleShipment) -> Doc:
         """Book once; later calls return the stored outcome."""
         reason = self.refusal(cmd)
+        now = _now()
         doc: Doc = {
             "_id": saga_id,
             "order_id": cmd.order_id,
@@ -54,7 +85,8 @@ class MongoShipments:
             "status": "failed" if reason else "scheduled",
             "reason": reason,
             "shipment_id": "" if reason else f"ship-{saga_id}",
-            "updated_at": _now(),
+            "updated_at": now,
+            SETTLED_AT: now,
         }
         try:
             await self.shipments.insert_one(doc)
@@ -69,10 +101,11 @@ class MongoShipments:
 
     async def cancel(self, saga_id: str) -> None:
         """Cancel if booked; otherwise leave a marker so a late booking is refused."""
+        now = _now()
         try:
             done = await self.shipments.find_one_and_update(
                 {"_id": saga_id, "status": "scheduled"},
-                {"$set": {"status": "cancelled", "updated_at": _now()}},
+                {"$set": {"status": "cancelled", "updated_at": now}, **SETTLE},
             )
             if done is None:
                 await self.shipments.insert_one(
@@ -81,7 +114,8 @@ class MongoShipments:
                         "status": "cancelled",
                         "shipment_id": "",
                         "reason": "cancelled before it was scheduled",
-                        "updated_at": _now(),
+                        "updated_at": now,
+                        SETTLED_AT: now,
                     }
                 )
         except DuplicateKeyError:
@@ -111,10 +145,18 @@ class ShippingService(ParticipantService):
 
     async def setup(self) -> None:
         """Register handlers and the consumer."""
+        env = self.settings.env()
         self._shipments = MongoShipments(
-            database=self.db, undeliverable=self.settings.shipping_undeliverable
+            database=self.db,
+            undeliverable=env_list(env, "SHIPPING_UNDELIVERABLE", UNDELIVERABLE),
+            retention_seconds=record_retention(env),
         )
-        self.on_command(ScheduleShipment, self.schedule)
+        await self._shipments.ensure_indexes()
+        self.on_command(
+            ScheduleShipment,
+            self.schedule,
+            refusal=lambda c, reason: ShipmentFailed(order_id=c.order_id, reason=reason),
+        )
         self.on_command(CancelShipment, self.cancel)
         self.consume("shipping.commands", self.handle_command)
 

@@ -1,3 +1,0 @@
-from participants.readside import main
-
-main()

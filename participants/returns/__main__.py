@@ -1,0 +1,3 @@
+from participants.returns import main
+
+main()
