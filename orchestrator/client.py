@@ -9,25 +9,23 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from contracts import RestockStock, decode
-from orchestrator.definition import routing_key
+from contracts import decode
 from orchestrator.messaging.bus import Bus
-from orchestrator.messaging.envelope import build_message
-from orchestrator.mongo import connect_mongo
-from orchestrator.mongo_store import MongoSagaStore
-from orchestrator.order_saga import order_fulfilment
-from orchestrator.outbox import AmqpOutboxPublisher, Dispatcher
-from orchestrator.runtime import SagaRuntime
-from orchestrator.timeline import timeline_lines
+from orchestrator.messaging.envelope import SAGA_VERSION, build_message
+from orchestrator.ops.timeline import timeline_lines
+from orchestrator.runtime.engine import SagaRuntime
+from orchestrator.runtime.outbox import AmqpOutboxPublisher, Dispatcher
+from orchestrator.saga.definition import routing_key
+from orchestrator.store.connect import connect_mongo
+from orchestrator.store.mongo import MongoSagaStore
 
 if TYPE_CHECKING:
     from pymongo import AsyncMongoClient
 
     from contracts import Message
-    from orchestrator.definition import SagaDefinition
+    from orchestrator.saga.commits import Commit
+    from orchestrator.saga.state import SagaState
     from orchestrator.settings import Settings
-    from orchestrator.state import SagaState
-    from orchestrator.store import Commit
 
 __all__ = ["SagaClient", "new_saga_id"]
 
@@ -43,9 +41,7 @@ class SagaClient:
     def __init__(self, settings: Settings, *, name: str = "client") -> None:
         self.settings = settings
         self.topology = settings.topology()
-        self.bus = Bus(
-            url=settings.amqp_url, name=f"{settings.namespace}.{name}", topology=self.topology
-        )
+        self.bus = Bus.of(settings, name=f"{settings.namespace}.{name}", topology=self.topology)
         self._mongo: AsyncMongoClient[dict[str, Any]] | None = None
         self._store: MongoSagaStore | None = None
 
@@ -59,7 +55,9 @@ class SagaClient:
     async def connect(self) -> None:
         """Connect to the broker and the store."""
         self._mongo = await connect_mongo(
-            self.settings.require_mongodb_url(), app_name=self.bus.name
+            self.settings.require_mongodb_url(),
+            app_name=self.bus.name,
+            **self.settings.mongodb_options(),
         )
         self._store = MongoSagaStore(database=self._mongo[self.settings.database])
         await self.bus.connect()
@@ -77,34 +75,44 @@ class SagaClient:
         return self._store
 
     async def start(
-        self, command: Message, *, saga_id: str | None = None, message_id: str | None = None
+        self,
+        command: Message,
+        *,
+        saga_id: str | None = None,
+        message_id: str | None = None,
+        version: int | None = None,
     ) -> str:
-        """Publish a saga's start command (confirmed); returns the saga id."""
+        """Publish a saga's start command (confirmed); returns the saga id. ``version``
+        starts that version of the saga's definition instead of the newest."""
         saga_id = saga_id or new_saga_id()
-        message = build_message(
+        await self.send(
             command,
             message_id=message_id or f"{saga_id}:start",
             correlation_id=saga_id,
-            app_id=self.bus.name,
-        )
-        await self.bus.publish(
-            message, exchange=self.topology.commands_exchange, routing_key=routing_key(command)
+            headers={SAGA_VERSION: version} if version is not None else None,
         )
         return saga_id
 
-    async def restock(
-        self, sku: str, units: int, *, restock_id: str | None = None, reason: str = ""
-    ) -> str:
-        """Ask inventory to add units (once per restock id); returns the restock id."""
-        restock_id = restock_id or f"restock-{uuid.uuid4().hex}"
-        command = RestockStock(sku=sku, units=units, reason=reason)
+    async def send(
+        self,
+        command: Message,
+        *,
+        message_id: str,
+        correlation_id: str,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish any command on the commands exchange (confirmed, mandatory), routed by
+        its type: a start command to its saga, any other to its participant."""
         message = build_message(
-            command, message_id=restock_id, correlation_id=restock_id, app_id=self.bus.name
+            command,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            app_id=self.bus.name,
+            headers=headers,
         )
         await self.bus.publish(
             message, exchange=self.topology.commands_exchange, routing_key=routing_key(command)
         )
-        return restock_id
 
     async def publish_raw(
         self,
@@ -130,15 +138,13 @@ class SagaClient:
         )
         return message_id
 
-    async def resume(self, saga_id: str, saga: SagaDefinition | None = None) -> Commit | None:
-        """Resume a parked saga: append the decision and publish its compensation command.
-        None if the saga is not parked."""
-        definition = saga or order_fulfilment(
-            timeout=self.settings.step_timeout, max_sends=self.settings.step_max_sends
-        )
+    async def resume(self, saga_id: str) -> Commit | None:
+        """Resume a parked saga: append the decision and publish the commands it resends.
+        None if the saga is not parked. The saga's definition is the one stored with it,
+        looked up in this deployment's registry."""
         dispatcher = Dispatcher(store=self.store, publisher=AmqpOutboxPublisher(bus=self.bus))
         runtime = SagaRuntime(
-            saga=definition,
+            registry=self.settings.registry(),
             store=self.store,
             dispatcher=dispatcher,
             publish_progress=self.settings.publish_progress,
@@ -177,6 +183,10 @@ class SagaClient:
     async def history(self, saga_id: str) -> list[Commit]:
         """The saga's commits, oldest first."""
         return await self.store.history(saga_id)
+
+    async def pruned(self, saga_id: str) -> bool:
+        """Whether the saga finished and retention removed its history."""
+        return await self.store.pruned(saga_id)
 
     async def wait_settled(
         self, saga_id: str, *, timeout: float = 30.0, poll: float = 0.05

@@ -18,7 +18,17 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cli import bench, dlq, harness, orders, projections
+from orchestrator.cli import (
+    asyncapi,
+    bench,
+    dlq,
+    harness,
+    history,
+    outbox,
+    projections,
+    sagas,
+    topology,
+)
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import ConfigError, Settings
 
@@ -26,7 +36,7 @@ __all__ = ["Command", "build_parser", "load_settings", "main"]
 
 DEV_ENV = Path(".data/dev.env")
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
-GROUPS = (orders, projections, dlq, harness, bench)
+GROUPS = (sagas, projections, dlq, outbox, history, harness, bench, asyncapi, topology)
 
 
 def load_settings() -> Settings:
@@ -48,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.register(sub)
+    try:
+        packs = load_settings().packs()
+    except ConfigError:
+        packs = ()  # reported when a command runs; the generic commands still show
+    for pack in packs:
+        register = pack.part("cli")
+        if register is not None:
+            register(sub)
     return parser
 
 

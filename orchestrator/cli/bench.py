@@ -1,9 +1,17 @@
 """``saga bench``: the whole system under load, beside a raw-broker baseline.
 
-Starts MongoDB (MONGODB_URL, or the embedded server in a temp folder), the four
-services on a fresh namespace and database, and the raw-broker baseline's processes;
-keeps N sagas in flight at each concurrency level, the system then the baseline; prints
-the table and removes everything it created. See docs/benchmarks.md.
+Runs one registered saga (--saga; default the first pack's with a workload): starts
+MongoDB (MONGODB_URL, or the embedded server in a temp folder), the orchestrator and
+the saga's participants on a fresh namespace and database, seeded by the saga pack's
+workload, and the raw-broker baseline's processes, which send the saga's messages (two
+per step plus the start and the outcome); keeps N sagas in flight at each concurrency
+level, the system then the baseline; prints the table and removes everything it
+created. See docs/benchmarks.md.
+
+Workload options (--workload-option KEY=VALUE, repeatable):
+  order_fulfilment, order_fulfilment_parallel: skus=100 lines=1 (--skus, --lines)
+  order_return: skus=50 lines=1 templates=50 rate=300 (orders placed for real, then
+    cloned before each level for up to `rate` returns per second)
 """
 
 from __future__ import annotations
@@ -20,9 +28,17 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from orchestrator.bench import BenchConfig, BenchReport, Workload, run_bench
-from orchestrator.bench.report import markdown, plot, summary_lines, table_cells, to_json
-from orchestrator.devrun import ensure_rabbitmq
+from orchestrator.dev.bench import BenchConfig, BenchReport, run_bench
+from orchestrator.dev.bench.report import (
+    comparison_markdown,
+    markdown,
+    plot,
+    summary_lines,
+    table_cells,
+    to_json,
+)
+from orchestrator.dev.bench.workloads import WorkloadError, resolve
+from orchestrator.dev.devrun import ensure_rabbitmq
 from orchestrator.settings import Settings
 
 __all__ = ["RichDisplay", "cmd_bench", "register"]
@@ -79,9 +95,29 @@ def _concurrencies(text: str) -> tuple[int, ...]:
     return values
 
 
-def config_from(settings: Settings, args: argparse.Namespace) -> BenchConfig:
-    """The benchmark configuration the arguments ask for."""
+def _option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE, e.g. skus=100")
+    return key.strip(), value.strip()
+
+
+def workload_options(args: argparse.Namespace) -> dict[str, str]:
+    """``--workload-option`` pairs, with ``--skus`` and ``--lines`` as shortcuts."""
+    options = dict(args.workload_option or [])
+    for key in ("skus", "lines"):
+        if getattr(args, key) is not None:
+            options[key] = str(getattr(args, key))
+    return options
+
+
+def config_from(
+    settings: Settings, args: argparse.Namespace, saga: str | None = None
+) -> BenchConfig:
+    """The benchmark configuration the arguments ask for (of one of the sagas asked)."""
     return BenchConfig(
+        saga=saga,
+        workload_options=workload_options(args),
         concurrency=args.sweep or (args.concurrency,),
         duration=args.duration,
         warmup=args.warmup,
@@ -91,31 +127,53 @@ def config_from(settings: Settings, args: argparse.Namespace) -> BenchConfig:
         profile_dir=args.profile,
         profiler=args.profiler,
         log_dir=args.log_dir,
-        workload=Workload(skus=args.skus, lines=args.lines),
         management_url=args.management_url,
+        history=args.history,
     )
 
 
 async def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the benchmark and report; exit 1 if a level completed no saga."""
+    """Run the benchmark of each saga asked and report; exit 1 if a level completed no
+    saga, 2 if a saga cannot be benchmarked."""
     if not await asyncio.to_thread(ensure_rabbitmq, settings.amqp_url):
         return 1
     # MONGODB_URL from the environment only: the dev runner's store (.data/dev.env) is not
     # the benchmark's; without one the benchmark starts its own embedded server.
     settings = settings.with_(mongodb_url=os.environ.get("MONGODB_URL") or None)
-    config = config_from(settings, args)
-    with RichDisplay(Console(stderr=True)) as display:
-        report = await run_bench(settings, config, display)
-    _print(report, " ".join(["saga", "bench", *map(shlex.quote, sys.argv[2:])]))
+    sagas: list[str | None] = list(dict.fromkeys(args.saga or [None]))
+    try:  # every saga checked before the first runs
+        for saga in sagas:
+            resolve(settings, saga, workload_options(args), read_side=args.read_side)
+    except WorkloadError as e:
+        print(f"saga bench: {e}", file=sys.stderr)
+        return 2
+    command = " ".join(["saga", "bench", *map(shlex.quote, sys.argv[2:])])
+    reports = []
+    for saga in sagas:
+        with RichDisplay(Console(stderr=True)) as display:
+            report = await run_bench(settings, config_from(settings, args, saga), display)
+        _print(report, command)
+        await _write(report, args, suffix=f"-{report.saga['name']}" if len(sagas) > 1 else "")
+        reports.append(report)
+    if len(reports) > 1:
+        print(comparison_markdown(reports))
+    return 0 if all(r.system and all(level.completed for level in r.system) for r in reports) else 1
+
+
+async def _write(report: BenchReport, args: argparse.Namespace, *, suffix: str) -> None:
+    """The JSON and PNG files asked for (``bench-<saga>.json`` when several sagas ran)."""
     if args.json:
-        await asyncio.to_thread(Path(args.json).write_text, to_json(report))
-        print(f"JSON written to {args.json}")
+        path = Path(args.json)
+        path = path.with_name(f"{path.stem}{suffix}{path.suffix}")
+        await asyncio.to_thread(path.write_text, to_json(report))
+        print(f"JSON written to {path}")
     if args.png:
-        await asyncio.to_thread(plot, report, Path(args.png))
-        print(f"plot written to {args.png}")
+        path = Path(args.png)
+        path = path.with_name(f"{path.stem}{suffix}{path.suffix}")
+        await asyncio.to_thread(plot, report, path)
+        print(f"plot written to {path}")
     if args.profile:
         print(f"profiles in {args.profile}/ (<service>@c<in flight>)")
-    return 0 if report.system and all(level.completed for level in report.system) else 1
 
 
 def _print(report: BenchReport, command: str) -> None:
@@ -172,8 +230,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="py-spy samples from outside (uv tool install py-spy); pyinstrument runs inside "
         "the services and slows them down; auto: py-spy if installed",
     )  # fmt: skip
-    bench.add_argument("--skus", type=int, default=100, help="SKUs the orders draw from")
-    bench.add_argument("--lines", type=int, default=1, help="order lines (SKUs) per order")
+    bench.add_argument(
+        "--saga", action="append", default=None, metavar="NAME",
+        help="the registered saga to run (default: the first registered pack's with a "
+        "workload, order_fulfilment; also order_fulfilment_parallel, order_return); "
+        "repeated: each runs in turn, then a table compares them",
+    )  # fmt: skip
+    bench.add_argument(
+        "--workload-option", type=_option, action="append", metavar="KEY=VALUE",
+        help="an option of the saga's workload (repeatable; see above)",
+    )  # fmt: skip
+    bench.add_argument("--skus", type=int, default=None, help="same as --workload-option skus=N")
+    bench.add_argument("--lines", type=int, default=None, help="same as --workload-option lines=N")
     bench.add_argument("--log-dir", type=Path, default=None, help="keep the services' logs")
+    bench.add_argument(
+        "--history", type=int, default=0, metavar="N",
+        help="first seed N finished sagas (clones of real ones) to measure with a history",
+    )  # fmt: skip
     bench.add_argument("--management-url", default=None, help="default http://<amqp host>:15672/")
     bench.set_defaults(run=cmd_bench)

@@ -18,7 +18,6 @@ from rich import progress as bars
 from rich.console import Console
 
 from orchestrator.messaging.bus import Bus
-from orchestrator.mongo import connect_mongo
 from orchestrator.ops import (
     DeadLetter,
     DlqError,
@@ -32,6 +31,7 @@ from orchestrator.ops import (
     replay,
     resolve_queue,
 )
+from orchestrator.store.connect import connect_mongo
 
 if TYPE_CHECKING:
     from orchestrator.messaging.topology import WorkQueue
@@ -113,7 +113,11 @@ async def cmd_discard(settings: Settings, args: argparse.Namespace) -> int:
         print("error: --reason must say why these messages are discarded", file=sys.stderr)
         return 2
     async with _bus(settings) as bus:
-        mongo = await connect_mongo(settings.require_mongodb_url(), app_name=bus.name)
+        mongo = await connect_mongo(
+            settings.require_mongodb_url(),
+            app_name=bus.name,
+            **settings.mongodb_options(),
+        )
         try:
             with _progress_bar(f"discarding {work.dlq}", enabled=not args.dry_run) as progress:
                 report = await discard(
@@ -135,13 +139,26 @@ def _letter_lines(number: int, letter: DeadLetter) -> list[str]:
     """One readable block per dead letter."""
     h = letter.headers
     contract = "valid" if letter.problem is None else f"INVALID: {letter.problem}"
+    death = letter.death
+    if death is not None and "x-error-reason" not in h:  # parked by the broker itself
+        keys = ", ".join(map(str, death.get("routing-keys") or []))
+        facts = [
+            f"  reason     {letter.reason}: {letter.reason_text}",
+            f"  deliveries {death.get('count')}",
+            f"  from       {death.get('exchange') or '(default exchange)'} / {keys}",
+            f"  failed     {death.get('time')}",
+        ]
+    else:
+        facts = [
+            f"  reason     {letter.reason}  ({h.get('x-error-type')}: {h.get('x-error-message')})",
+            f"  attempts   {h.get('x-attempt')}",
+            f"  from       {h.get('x-original-exchange')} / {h.get('x-original-routing-key')}",
+            f"  failed     first {h.get('x-first-failure-at')}, last {h.get('x-last-failure-at')}",
+        ]
     return [
         f"── {number} ── message {letter.message_id}  ({letter.type})",
         f"  saga id    {letter.saga_id}",
-        f"  reason     {letter.reason}  ({h.get('x-error-type')}: {h.get('x-error-message')})",
-        f"  attempts   {h.get('x-attempt')}",
-        f"  from       {h.get('x-original-exchange')} / {h.get('x-original-routing-key')}",
-        f"  failed     first {h.get('x-first-failure-at')}, last {h.get('x-last-failure-at')}",
+        *facts,
         f"  contract   {contract}",
         "  headers",
         *(f"    {k}: {json.dumps(v, default=str)}" for k, v in sorted(h.items())),
@@ -215,7 +232,7 @@ def _selector(args: argparse.Namespace, *, required: bool) -> Selector | None:
 
 @asynccontextmanager
 async def _bus(settings: Settings) -> AsyncIterator[Bus]:
-    bus = Bus(url=settings.amqp_url, name=f"{settings.namespace}.cli", topology=settings.topology())
+    bus = Bus.of(settings, name=f"{settings.namespace}.cli")
     await bus.connect(timeout=10)
     try:
         yield bus

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.devrun import ensure_rabbitmq
-from orchestrator.harness import CATALOGUE, harness_env, run_catalogue
-from orchestrator.harness.report import ALL_CHECKS
+from orchestrator.dev.devrun import ensure_rabbitmq
+from orchestrator.dev.harness import catalogue, harness_env, run_catalogue
+from orchestrator.dev.harness.report import ALL_CHECKS
 
 if TYPE_CHECKING:
-    from orchestrator.harness import CatalogueReport, Scenario, ScenarioReport
+    from orchestrator.dev.harness import CatalogueReport, Scenario, ScenarioReport
     from orchestrator.settings import Settings
 
 __all__ = ["register", "render_report", "render_scenario"]
@@ -40,12 +40,12 @@ LISTED_VIOLATIONS = 10
 
 async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     """Print the catalogue."""
-    del settings, args
+    del args
     table = Table(title="failure scenarios", title_justify="left")
     table.add_column("scenario", style="bold")
     table.add_column("sagas", justify="right")
     table.add_column("what happens")
-    for s in CATALOGUE:
+    for s in catalogue(settings.packs()):
         needs = f"  (needs {', '.join(s.needs)})" if s.needs else ""
         table.add_row(s.name, str(s.sagas), s.summary + needs)
     Console().print(table)
@@ -55,7 +55,7 @@ async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Run the chosen scenarios and report; 1 if any failed, 2 for bad arguments."""
-    known = {s.name: s for s in CATALOGUE}
+    known = {s.name: s for s in catalogue(settings.packs())}
     unknown = [n for n in args.names if n not in known]
     if unknown or bool(args.names) == args.all:
         problem = f"unknown scenario {', '.join(unknown)}" if unknown else "name scenarios or --all"
@@ -64,7 +64,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     if args.sagas is not None and args.sagas < 4:
         print("--sagas must be at least 4", file=sys.stderr)
         return 2
-    chosen = list(CATALOGUE) if args.all else [known[n] for n in args.names]
+    chosen = list(known.values()) if args.all else [known[n] for n in args.names]
     for noisy in ("aio_pika", "aiormq"):  # the broker-restart scenario drops connections
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     to_stdout = args.json == "-"

@@ -10,9 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Column, Table
 
 from orchestrator.client import SagaClient
+from orchestrator.ops.stuck import humanize, stuck_reason
+from orchestrator.ops.work import live_work, live_work_line, stuck_work
+from orchestrator.readside import SagaSummaries, extensions_of, rebuild_projections
+from orchestrator.readside.summaries import UNSETTLED as IN_FLIGHT
 from orchestrator.settings import Settings
-from participants.readside import SagaSummaries, rebuild_projections, stuck_reason
-from participants.readside.stuck import humanize
 
 __all__ = ["register"]
 
@@ -33,19 +35,28 @@ async def cmd_sagas(settings: Settings, args: argparse.Namespace) -> int:
     async with SagaClient(settings, name="cli") as client:
         summaries = SagaSummaries(database=client.store.commits.database)
         docs = await summaries.find(
-            status=args.status or (),
+            status=args.status or (IN_FLIGHT if args.in_flight else ()),
             step=args.step,
             older_than=args.older_than,
             now=datetime.now(UTC),
             limit=args.limit,
+            saga_name=args.saga,
+            saga_version=args.version,
         )
     table = Table(
-        Column("saga", no_wrap=True), "status", "step", "updated", "attempt", "last error"
+        Column("saga", no_wrap=True),
+        "definition",
+        "status",
+        "step",
+        "updated",
+        "attempt",
+        "last error",
     )
     now = datetime.now(UTC)
     for d in docs:
         table.add_row(
             d["_id"],
+            f"{d.get('saga_name', '')}@v{d.get('saga_version', 1)}",
             d["status"],
             d.get("step") or "",
             humanize(now - d["updated_at"]) + " ago",
@@ -53,23 +64,34 @@ async def cmd_sagas(settings: Settings, args: argparse.Namespace) -> int:
             (d.get("last_error") or "")[:60],
         )
     Console().print(table)
+    if args.in_flight or args.version is not None:
+        print(f"{len(docs)} saga{'s' if len(docs) != 1 else ''} listed (limit {args.limit})")
     return 0
 
 
 async def cmd_stuck(settings: Settings, args: argparse.Namespace) -> int:
-    """List stuck sagas with the reason; exit 1 if there are any (for scripts)."""
+    """List parked outboxes and deadlines, then stuck sagas, each with the reason and
+    what to do; exit 1 if there are any (for scripts)."""
     now = datetime.now(UTC)
     found = []
     async with SagaClient(settings, name="cli") as client:
+        print(live_work_line(await live_work(client.store)))
+        for work in await stuck_work(client.store, now=now, limit=args.limit):
+            found.append((work.saga_id, f"{work.kind} parked", work.reason))
         summaries = SagaSummaries(database=client.store.commits.database)
-        async for summary in summaries.unsettled():
-            reason = stuck_reason(summary, now=now, threshold=args.threshold)
+        for summary in await summaries.stuck(idle_before=now - args.threshold, limit=args.limit):
+            reason = stuck_reason(
+                summary, now=now, threshold=args.threshold, registry=settings.registry()
+            )
             if reason:
                 found.append((summary["_id"], summary["status"], reason))
     if not found:
         print(f"no stuck sagas (threshold {humanize(args.threshold)})")
         return 0
-    table = Table(Column("saga", no_wrap=True), "status", "why", title=f"{len(found)} stuck sagas")
+    found = found[: args.limit]
+    table = Table(
+        Column("saga", no_wrap=True), "status", "why", title=f"{len(found)} stuck (sagas and work)"
+    )
     for row in found:
         table.add_row(*row)
     Console().print(table)
@@ -88,8 +110,10 @@ async def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     async with SagaClient(settings, name="cli") as client:
         with Progress(*columns) as bar:
             task = bar.add_task("rebuilding projections", total=None)
+            database = client.store.commits.database
             count = await rebuild_projections(
-                client.store.commits.database,
+                database,
+                extensions=extensions_of(settings, database),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     print(f"rebuilt the projections of {count} sagas")
@@ -103,9 +127,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--status",
         action="append",
         help="running, compensating, completed, failed, compensated, "
-        "compensation_failed (repeatable)",
+        "compensation_failed, completing_stuck (repeatable)",
     )
     sagas.add_argument("--step")
+    sagas.add_argument("--saga", help="only sagas of this definition, e.g. order_fulfilment")
+    sagas.add_argument(
+        "--version", type=int, help="only sagas running on this version of their definition"
+    )
+    sagas.add_argument(
+        "--in-flight", action="store_true",
+        help="only sagas not yet completed, failed or compensated (parked ones included)",
+    )  # fmt: skip
     sagas.add_argument("--older-than", type=parse_duration, help="started before, e.g. 1h")
     sagas.add_argument("--limit", type=int, default=50)
     sagas.set_defaults(run=cmd_sagas)
@@ -117,6 +149,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=timedelta(minutes=10),
         help="no progress for this long counts as stuck (default 10m)",
     )
+    stuck.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     stuck.set_defaults(run=cmd_stuck)
 
     projections = sub.add_parser("projections", help="read-side maintenance")

@@ -7,11 +7,14 @@ message is seen once; whatever it does not act on goes back (nack with requeue, 
 broker requeues when the channel closes, also if this process dies). A message leaves a
 dead-letter queue only after what replaces it is durable: its replayed copy confirmed by
 the broker, or the record of its discard stored in MongoDB (``dlq_discards``).
+
+Because held messages are invisible to anyone else, one operation at a time works on a
+dead-letter queue (:mod:`orchestrator.ops.exclusive`); a caller that cannot get the
+queue within its wait gets :class:`DlqBusy`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -23,6 +26,7 @@ from pymongo.errors import PyMongoError
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.messaging.envelope import ATTEMPT, copy_message, header_int
+from orchestrator.ops.exclusive import Pacer, exclusive
 from orchestrator.ops.letters import (
     EVERYTHING,
     DeadLetter,
@@ -72,12 +76,17 @@ FAILURE_HEADERS = frozenset(
         "x-last-failure-at",
         "x-queue",
         "x-death",
+        "x-delivery-count",
     }
 )
 BROKER_DEATH_PREFIXES = ("x-first-death-", "x-last-death-")
 """Headers that describe a failure; a replayed copy starts without them (also without
 the broker's own dead-lettering headers)."""
 
+LISTING_WAIT = 2.0
+"""Seconds a listing waits for another operation on the queue before giving up."""
+OPERATION_WAIT = 10.0
+"""Seconds a replay or discard waits for another operation (a listing is quick)."""
 ReplayTarget = Literal["work_queue", "original"]
 Progress = Callable[[int, int], None]
 """Called with (messages looked at, messages in the queue) as an operation advances."""
@@ -104,12 +113,18 @@ async def list_dead_letters(bus: Bus) -> list[DeadLetterQueue]:
 
 
 async def peek(
-    bus: Bus, queue: str, *, selector: Selector = EVERYTHING, limit: int = 20
+    bus: Bus,
+    queue: str,
+    *,
+    selector: Selector = EVERYTHING,
+    limit: int = 20,
+    wait: float = LISTING_WAIT,
 ) -> list[DeadLetter]:
-    """Up to ``limit`` selected messages of ``queue``, oldest first, left in the queue."""
+    """Up to ``limit`` selected messages of ``queue``, oldest first, left in the queue.
+    :class:`DlqBusy` if a replay or discard of the queue runs longer than ``wait``."""
     work = resolve_queue(bus.topology, queue)
     found: list[DeadLetter] = []
-    async with _holding(bus, work) as hold:
+    async with _holding(bus, work, wait=wait) as hold:
         while len(found) < limit and (item := await hold.next_match(selector)):
             found.append(item[1])
     return found
@@ -124,6 +139,7 @@ async def replay(
     rate_per_second: float | None = None,
     target: ReplayTarget = "work_queue",
     progress: Progress | None = None,
+    wait: float = OPERATION_WAIT,
 ) -> DlqReport:
     """Send the selected messages of ``queue`` back to be processed again.
 
@@ -133,11 +149,12 @@ async def replay(
     bound to the original exchange gets it twice), or its original exchange and routing
     key (``original``; the work queue when they are unknown). A copy the broker does not
     confirm stops the run: that message and the rest stay where they are.
-    ``rate_per_second`` paces the publishes.
+    ``rate_per_second`` paces the publishes. :class:`DlqBusy` if another operation holds
+    the queue for longer than ``wait``.
     """
     work = resolve_queue(bus.topology, queue)
-    pace = _Pacer(rate_per_second)
-    async with _holding(bus, work) as hold:
+    pace = Pacer(rate_per_second)
+    async with _holding(bus, work, wait=wait) as hold:
         report = _report("replay", work, selector, dry_run, hold)
         _tick(progress, hold)
         while report.ok and (item := await hold.next_match(selector)):
@@ -159,6 +176,7 @@ async def discard(
     actor: str = "",
     dry_run: bool = False,
     progress: Progress | None = None,
+    wait: float = OPERATION_WAIT,
 ) -> DlqReport:
     """Remove the selected messages of ``queue`` for good, each recorded first in
     ``dlq_discards`` (ids, saga id, type, headers, body, ``reason``, ``actor``, time).
@@ -167,7 +185,7 @@ async def discard(
         raise DlqError("a reason is required to discard dead letters (it is kept with them)")
     work = resolve_queue(bus.topology, queue)
     records = database[DISCARDS]
-    async with _holding(bus, work) as hold:
+    async with _holding(bus, work, wait=wait) as hold:
         report = _report("discard", work, selector, dry_run, hold)
         _tick(progress, hold)
         while report.ok and (item := await hold.next_match(selector)):
@@ -205,7 +223,7 @@ async def _replay_one(
     *,
     work: WorkQueue,
     target: ReplayTarget,
-    pace: _Pacer | None,
+    pace: Pacer | None,
 ) -> Outcome:
     """Replay one message, paced; without a pacer (a dry run) only say where it would go."""
     raw, letter = item
@@ -263,6 +281,13 @@ def _destination(
         headers = raw.headers or {}
         exchange = _text(headers.get("x-original-exchange"))
         key = _text(headers.get("x-original-routing-key"))
+        deaths = headers.get("x-death")
+        if exchange is None and isinstance(deaths, list) and deaths:
+            # Dead-lettered by the broker itself: it recorded where it was published.
+            oldest: Any = deaths[-1] if isinstance(deaths[-1], dict) else {}
+            keys = oldest.get("routing-keys")
+            exchange = _text(oldest.get("exchange"))
+            key = _text(keys[0]) if isinstance(keys, list) and keys else None
         if exchange is not None and key:
             return exchange, key
     return "", work.name
@@ -285,17 +310,19 @@ def _exchanges(topology: Topology) -> set[str]:
 
 
 @contextlib.asynccontextmanager
-async def _holding(bus: Bus, work: WorkQueue) -> AsyncIterator[_Hold]:
-    """A hold on ``work``'s dead-letter queue, on a channel of its own."""
-    channel = await bus.connection.channel()
-    try:
-        hold = _Hold(work, await _passive(channel, work.dlq))
+async def _holding(bus: Bus, work: WorkQueue, *, wait: float) -> AsyncIterator[_Hold]:
+    """A hold on ``work``'s dead-letter queue, on a channel of its own, while no other
+    operation works on it."""
+    async with exclusive(bus, work.dlq, wait=wait):
+        channel = await bus.connection.channel()
         try:
-            yield hold
+            hold = _Hold(work, await _passive(channel, work.dlq))
+            try:
+                yield hold
+            finally:
+                await hold.release()
         finally:
-            await hold.release()
-    finally:
-        await _close(channel)
+            await _close(channel)
 
 
 class _Hold:
@@ -352,26 +379,6 @@ def _report(
 def _tick(progress: Progress | None, hold: _Hold) -> None:
     if progress is not None:
         progress(hold.scanned, hold.depth)
-
-
-class _Pacer:
-    """At most ``rate`` calls of :meth:`wait` return per second, evenly spaced."""
-
-    def __init__(self, rate: float | None) -> None:
-        if rate is not None and rate <= 0:
-            raise DlqError(f"the rate must be a positive number of messages per second, not {rate}")
-        self._interval = 1 / rate if rate else 0.0
-        self._next: float | None = None
-
-    async def wait(self) -> None:
-        """Sleep until the next slot (pacing publishes is the point here)."""
-        if not self._interval:
-            return
-        now = asyncio.get_running_loop().time()
-        start = max(now, self._next if self._next is not None else now)
-        if start > now:
-            await asyncio.sleep(start - now)
-        self._next = start + self._interval
 
 
 async def _passive(channel: AbstractChannel, name: str) -> AbstractQueue:

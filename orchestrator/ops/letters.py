@@ -27,12 +27,14 @@ __all__ = [
     "BodyFormat",
     "DeadLetter",
     "DeadLetterQueue",
+    "DlqBusy",
     "DlqError",
     "DlqReport",
     "Outcome",
     "OutcomeStatus",
     "Selector",
     "UnknownQueue",
+    "broker_death_text",
     "discard_record",
     "outcome",
     "read_dead_letter",
@@ -44,6 +46,11 @@ BodyFormat = Literal["json", "text", "base64"]
 
 class DlqError(OrchestratorError):
     """A dead-letter operation cannot be done as asked; the message says why."""
+
+
+class DlqBusy(DlqError):
+    """Another operation (a replay, a discard or a listing) holds this dead-letter queue;
+    try again when it is done."""
 
 
 class UnknownQueue(DlqError):
@@ -98,12 +105,31 @@ class DeadLetter:
         it dead-lettered the message itself (``broker:delivery_limit``, ``broker:rejected``)."""
         if reason := self.headers.get("x-error-reason"):
             return str(reason)
-        deaths = self.headers.get("x-death")
-        if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-            return f"broker:{deaths[0].get('reason', 'unknown')}"
+        if death := self.death:
+            return f"broker:{death.get('reason', 'unknown')}"
         if reason := self.headers.get("x-first-death-reason"):
             return f"broker:{reason}"
         return "unknown"
+
+    @property
+    def death(self) -> dict[str, Any] | None:
+        """The broker's most recent ``x-death`` record, if the broker dead-lettered it."""
+        deaths = self.headers.get("x-death")
+        if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+            return deaths[0]
+        return None
+
+    @property
+    def reason_text(self) -> str:
+        """The reason in words, for the messages the broker dead-lettered itself (they
+        carry ``x-death`` and no ``x-error-*`` headers) as well as the consumer's."""
+        if self.headers.get("x-error-reason"):
+            message = self.headers.get("x-error-message")
+            return f"{self.reason}: {message}" if message else self.reason
+        death = self.death
+        if death is None:
+            return "no reason recorded (no x-error-reason and no x-death header)"
+        return broker_death_text(death)
 
     @property
     def body_note(self) -> str:
@@ -121,6 +147,7 @@ class DeadLetter:
             "app_id": self.app_id,
             "timestamp": self.timestamp.isoformat() if self.timestamp else None,
             "reason": self.reason,
+            "reason_text": self.reason_text,
             "headers": self.headers,
             "body": self.body_json if self.body_format == "json" else self.body_text,
             "body_format": self.body_format,
@@ -222,6 +249,31 @@ class DlqReport:
         }
 
 
+BROKER_REASONS = {
+    "delivery_limit": "delivered {count} time(s) without an ack, past the quorum queue's "
+    "delivery limit: a consumer crashed or was cut off while holding it (a crash loop "
+    "parks innocent messages too)",
+    "rejected": "rejected without requeue by a consumer",
+    "expired": "its time to live expired before it was consumed",
+    "maxlen": "the queue was over its length limit",
+}
+
+
+def broker_death_text(death: Mapping[str, Any]) -> str:
+    """Words for one ``x-death`` record (the broker dead-lettered the message itself)."""
+    reason = str(death.get("reason", "unknown"))
+    count = death.get("count", 1)
+    what = BROKER_REASONS.get(reason, f"dead-lettered for the reason {reason!r}").format(
+        count=count
+    )
+    keys = death.get("routing-keys") or []
+    source = f"{death.get('exchange') or '(default exchange)'} / {', '.join(map(str, keys))}"
+    return (
+        f"the broker dead-lettered it from {death.get('queue', '?')} at "
+        f"{death.get('time', '?')}: {what} (published to {source})"
+    )
+
+
 def resolve_queue(topology: Topology, name: str) -> WorkQueue:
     """The work queue whose dead-letter queue ``name`` designates. Accepted: the full
     name (``saga.payment.commands.dlq``), the work queue's, or either without the
@@ -253,16 +305,42 @@ def read_dead_letter(work: WorkQueue, raw: AbstractIncomingMessage) -> DeadLette
     )
 
 
+MAX_JSON_DEPTH = 100
+"""A body nested deeper than this is shown as text: readers and JSON encoders of API
+responses recurse once per level, and the consumer parks such bodies anyway."""
+
+
 def _body(body: bytes) -> tuple[BodyFormat, str, Any]:
+    """How to show a body: indented JSON, text, or base64. Never raises: these are the
+    very messages the consumer could not read (bad UTF-8, absurd nesting that makes the
+    JSON reader recurse too deep, numbers longer than Python converts)."""
     try:
         text = body.decode()
     except UnicodeDecodeError:
         return "base64", base64.b64encode(body).decode(), None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+        if _depth(value) > MAX_JSON_DEPTH:
+            return "text", text, None
+        shown = json.dumps(value, indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):  # ValueError covers JSONDecodeError and big ints
         return "text", text, None
-    return "json", json.dumps(value, indent=2, ensure_ascii=False), value
+    return "json", shown, value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of decoded JSON, without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                stack.extend((x, level + 1) for x in item)
+    return deepest
 
 
 def _problem(type_name: str | None, body: bytes) -> str | None:
@@ -270,12 +348,15 @@ def _problem(type_name: str | None, body: bytes) -> str | None:
         decode(type_name, body)
     except MalformedMessage as e:
         return str(e)
+    except Exception as e:  # anything a contract's validator raises is a problem too
+        return f"undecodable: {type(e).__name__}: {str(e)[:200]}"
     return None
 
 
 def _plain(value: Any) -> Any:
-    """An AMQP header value as a JSON- and BSON-friendly one."""
-    if isinstance(value, bytes):
+    """An AMQP header value as a JSON- and BSON-friendly one (a byte array, which pamqp
+    reads as a bytearray, like bytes)."""
+    if isinstance(value, bytes | bytearray):
         try:
             return value.decode()
         except UnicodeDecodeError:

@@ -1,4 +1,4 @@
-"""``saga order | status | stock | resume | publish``: sagas and stock from a terminal."""
+"""``saga start | status | resume | publish``: any registered saga from a terminal."""
 
 from __future__ import annotations
 
@@ -10,46 +10,40 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from contracts import MalformedMessage, OrderLine, PlaceOrder
+from contracts import MalformedMessage, decode
 from orchestrator.client import SagaClient
+from orchestrator.ops.timeline import timeline_lines
+from orchestrator.saga.state import EventType
 from orchestrator.settings import Settings
-from orchestrator.timeline import timeline_lines
 
-__all__ = ["parse_line", "register"]
-
-
-def parse_line(text: str) -> OrderLine:
-    """``apple:2`` -> OrderLine(sku='apple', quantity=2)."""
-    sku, sep, qty = text.partition(":")
-    if not sep:
-        qty = "1"
-    try:
-        return OrderLine(sku=sku, quantity=int(qty))
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))} {x['msg']}" for x in e.errors())
-        raise argparse.ArgumentTypeError(f"{text!r}: {problems}") from None
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not SKU:QUANTITY (e.g. apple:2)") from None
+__all__ = ["register"]
 
 
-async def cmd_order(settings: Settings, args: argparse.Namespace) -> int:
-    """Place an order and (unless --no-wait) print its saga as it runs."""
-    try:
-        order = PlaceOrder(
-            order_id=args.order_id or f"cli-{uuid.uuid4().hex[:10]}",
-            customer_id=args.customer,
-            lines=tuple(args.lines),
-            amount_cents=args.amount,
-            ship_to=args.ship_to,
+async def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
+    """Start a saga by name from a JSON file holding its start command's body."""
+    registry = settings.registry()
+    if args.name not in registry:
+        print(
+            f"no saga {args.name!r} is registered; registered: {', '.join(registry.names)}",
+            file=sys.stderr,
         )
-    except ValidationError as e:
-        print(f"invalid order: {e}", file=sys.stderr)
+        return 2
+    definition = (
+        registry.get(args.name, args.version) if args.version else registry.latest(args.name)
+    )
+    try:
+        raw = await asyncio.to_thread(Path(args.file).read_bytes)
+    except OSError as e:
+        print(f"cannot read {args.file}: {e}", file=sys.stderr)
+        return 2
+    try:
+        command = decode(definition.start.TYPE, raw)
+    except MalformedMessage as e:
+        print(f"{args.file} is not a valid {definition.start.TYPE}: {e.detail}", file=sys.stderr)
         return 2
     async with SagaClient(settings, name="cli") as client:
-        saga_id = await client.start(order, saga_id=args.saga_id)
-        print(f"saga {saga_id} started for order {order.order_id}")
+        saga_id = await client.start(command, saga_id=args.saga_id, version=args.version)
+        print(f"saga {saga_id} started ({definition.key})")
         if args.no_wait:
             return 0
         state = await client.follow(saga_id, print, timeout=args.timeout)
@@ -61,6 +55,9 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     async with SagaClient(settings, name="cli") as client:
         history = await client.history(args.saga_id)
         if not history:
+            if await client.pruned(args.saga_id):
+                print(f"saga {args.saga_id} finished and its history was pruned", file=sys.stderr)
+                return 1
             print(f"no saga {args.saga_id}", file=sys.stderr)
             return 1
         state = await client.state(args.saga_id)
@@ -79,23 +76,6 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_stock(settings: Settings, args: argparse.Namespace) -> int:
-    """Print stock levels as the inventory holds them; --add restocks through inventory."""
-    from participants.inventory.store import MongoInventory  # noqa: PLC0415
-
-    async with SagaClient(settings, name="cli") as client:
-        inventory = MongoInventory(database=client.store.commits.database)
-        if args.add:
-            for sku in args.skus:
-                restock_id = await client.restock(sku, args.add, reason="saga stock --add")
-                print(f"restock {restock_id}: +{args.add} {sku} sent to inventory")
-        print(f"{'sku':<12} {'available':>9} {'reserved':>9} {'shipped':>9}")
-        for sku in args.skus:
-            lv = await inventory.levels(sku)
-            print(f"{sku:<12} {lv.available:>9} {lv.reserved:>9} {lv.shipped:>9}")
-    return 0
-
-
 async def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
     """Resume a parked saga's compensation."""
     async with SagaClient(settings, name="cli") as client:
@@ -103,12 +83,17 @@ async def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
         if commit is None:
             state = await client.state(args.saga_id)
             print(
-                f"saga {args.saga_id} is {state.status or 'unknown'}, not parked: "
-                "nothing to resume",
+                f"saga {args.saga_id} is {state.status or 'unknown'}, not parked "
+                "(compensation_failed or completing_stuck): nothing to resume",
                 file=sys.stderr,
             )
             return 1
-        print(f"saga {args.saga_id} resumed: compensating {commit.events[-1].step}")
+        resumed = [e for e in commit.events if e.type is not EventType.SAGA_RESUMED]
+        doing = (
+            "retrying" if resumed and resumed[0].type is EventType.STEP_STARTED else "compensating"
+        )
+        steps = ", ".join(e.step or "" for e in resumed)
+        print(f"saga {args.saga_id} resumed: {doing} {steps}")
         if not args.no_wait:
             await client.follow(args.saga_id, print, timeout=args.timeout)
     return 0
@@ -145,28 +130,23 @@ async def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the saga and stock commands."""
-    order = sub.add_parser("order", help="place an order (starts an order saga)")
-    order.add_argument("lines", nargs="+", type=parse_line, metavar="SKU:QTY")
-    order.add_argument("--amount", type=int, default=1_000, help="total in cents (default 1000)")
-    order.add_argument("--customer", default="customer-cli")
-    order.add_argument("--ship-to", default="1 Main Street, Springfield")
-    order.add_argument("--order-id", default=None)
-    order.add_argument("--saga-id", default=None, help="choose the saga id (default: random)")
-    order.add_argument("--no-wait", action="store_true", help="do not follow the saga")
-    order.add_argument("--timeout", type=float, default=60.0)
-    order.set_defaults(run=cmd_order)
+    """Add the generic saga commands."""
+    start = sub.add_parser("start", help="start any registered saga from a JSON file")
+    start.add_argument("name", help="the saga's name, e.g. order_fulfilment")
+    start.add_argument("file", help="JSON body of the saga's start command")
+    start.add_argument("--version", type=int, default=None, help="definition version")
+    start.add_argument("--saga-id", default=None, help="choose the saga id (default: random)")
+    start.add_argument("--no-wait", action="store_true", help="do not follow the saga")
+    start.add_argument("--timeout", type=float, default=60.0)
+    start.set_defaults(run=cmd_start)
 
     status = sub.add_parser("status", help="show a saga and its timeline")
     status.add_argument("saga_id")
     status.set_defaults(run=cmd_status)
 
-    stock = sub.add_parser("stock", help="show stock levels (and --add units)")
-    stock.add_argument("skus", nargs="+")
-    stock.add_argument("--add", type=int, default=0, help="restock each SKU by this many")
-    stock.set_defaults(run=cmd_stock)
-
-    resume = sub.add_parser("resume", help="resume a parked (compensation_failed) saga")
+    resume = sub.add_parser(
+        "resume", help="resume a parked saga (compensation_failed or completing_stuck)"
+    )
     resume.add_argument("saga_id")
     resume.add_argument("--no-wait", action="store_true")
     resume.add_argument("--timeout", type=float, default=60.0)

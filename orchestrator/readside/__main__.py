@@ -1,0 +1,3 @@
+from orchestrator.readside import main
+
+main()
