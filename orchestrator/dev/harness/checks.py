@@ -1,17 +1,14 @@
-"""Building blocks of scenarios: order mixes and checks over histories and counters."""
+"""Building blocks of scenarios: checks over histories and counters, for any saga."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from contracts import PlaceOrder
-from orchestrator.harness.scenario import Run, Verify, order
-from orchestrator.mongo_store import MongoSagaStore
-from orchestrator.state import EventType, SagaEvent
+from orchestrator.dev.harness.scenario import Run, Verify
+from orchestrator.saga.state import EventType, SagaEvent
+from orchestrator.store.mongo import MongoSagaStore
 
-__all__ = ["UNDELIVERABLE", "count_sagas", "every_saga", "fired", "has", "histories", "mixed"]
-
-UNDELIVERABLE = "Atlantis"  # the shipping service's default refusal
+__all__ = ["count_sagas", "every_saga", "fired", "has", "histories"]
 
 
 async def histories(run: Run) -> dict[str, list[SagaEvent]]:
@@ -21,20 +18,6 @@ async def histories(run: Run) -> dict[str, list[SagaEvent]]:
         saga_id: [e for c in await store.history(saga_id) for e in c.events]
         for saga_id in run.saga_ids
     }
-
-
-def mixed(n: int) -> tuple[list[PlaceOrder], int]:
-    """``n`` orders of one or two lines; every fifth ships to a place shipping refuses.
-    Returns the orders and how many of them will be compensated."""
-    orders = [
-        order(
-            ("apple", 1),
-            *((("pear", 1),) if i % 2 else ()),
-            ship_to=UNDELIVERABLE if i % 5 == 4 else "1 Main Street",
-        )
-        for i in range(n)
-    ]
-    return orders, sum(1 for i in range(n) if i % 5 == 4)
 
 
 def fired(run: Run, action: str, *, exactly: int | None = None, least: int = 1) -> Verify:

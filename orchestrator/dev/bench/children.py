@@ -1,9 +1,9 @@
 """Child processes of the benchmark: the services (under the probe) and the baseline roles.
 
-They are :class:`~orchestrator.processes.ServiceProcess` objects (same settings in the
+They are :class:`~orchestrator.dev.processes.ServiceProcess` objects (same settings in the
 environment, same log files, same readiness line, same stop) started with another command
-line: ``python -m orchestrator.bench.probe <service module>`` or ``python -m
-orchestrator.bench.baseline <role>``.
+line: ``python -m orchestrator.dev.bench.probe <service module>`` or ``python -m
+orchestrator.dev.bench.baseline <role>``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from orchestrator.processes import ServiceProcess
+from orchestrator.dev.processes import ServiceProcess
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -8,11 +8,22 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
-    from orchestrator.bench.results import BenchReport, LevelResult
+    from orchestrator.dev.bench.results import BenchReport, LevelResult
 
-__all__ = ["COLUMNS", "markdown", "plot", "profile_lines", "rows", "summary_lines", "to_json"]
+__all__ = [
+    "COLUMNS",
+    "comparison_markdown",
+    "markdown",
+    "memory_lines",
+    "plot",
+    "profile_lines",
+    "rows",
+    "summary_lines",
+    "to_json",
+]
 
 COLUMNS = (
     ("concurrency", "in flight"),
@@ -92,17 +103,80 @@ def markdown(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison_markdown(reports: Sequence[BenchReport]) -> str:
+    """Several sagas' runs side by side, level by level (e.g. a saga and its parallel
+    variant: what the group does to latency)."""
+    header = ("saga", "stages", "in flight", "sagas/s", "p50 ms", "p95 ms", "p99 ms",
+              "baseline p50 ms", "ratio")  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for report in reports:
+        stages = " -> ".join("+".join(stage) for stage in report.saga.get("stages", []))
+        for r in rows(report):
+            cells = [str(report.saga.get("name")), stages]
+            cells += [_fmt(k, r[k]) for k in ("concurrency", "rate", "p50", "p95", "p99")]
+            cells += [_fmt("baseline_p50", r["baseline_p50"]), _fmt("ratio", r["ratio"])]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def summary_lines(report: BenchReport) -> list[str]:
-    """Messages and store commands per saga, CPU by process, notes."""
-    lines = [_messages_line(report, "system"), _store_line(report)]
+    """The saga, messages and store commands per saga, CPU and memory by process, notes."""
+    lines = [_saga_line(report), _messages_line(report, "system")]
+    if not math.isnan(report.saga_path_per_saga()):
+        lines.append(_saga_path_line(report))
+    lines.append(_store_line(report))
     if report.baseline:
         lines.append(_messages_line(report, "baseline"))
     for level in report.system:
         lines.append(_cpu_line(level))
     for level in report.baseline:
         lines.append(_cpu_line(level))
+    lines.extend(memory_lines(report))
     lines.extend(profile_lines(report))
     lines.extend(report.notes)
+    return lines
+
+
+def _saga_line(report: BenchReport) -> str:
+    saga = report.saga
+    stages = " -> ".join(" + ".join(stage) for stage in saga.get("stages", []))
+    options = ", ".join(f"{k}={v}" for k, v in (saga.get("workload") or {}).items())
+    return (
+        f"saga {saga.get('name')} v{saga.get('version')}: {stages} "
+        f"({len(saga.get('steps', []))} steps, {saga.get('messages_per_saga')} messages per "
+        f"saga by its definition); services: {', '.join(saga.get('services', []))}; "
+        f"workload: {options or 'defaults'}"
+    )
+
+
+def _saga_path_line(report: BenchReport) -> str:
+    return (
+        f"system: {report.saga_path_per_saga():.2f} saga-path messages per saga as stored "
+        f"(start, commands, replies, outcome; {report.expected_messages} by the definition) "
+        f"and {report.progress_per_saga():.2f} progress events"
+    )
+
+
+def memory_lines(report: BenchReport) -> list[str]:
+    """Resident memory per service: when ready, and at each system level's window edges."""
+    lines = []
+    started, end = report.memory.get("started", {}), report.memory.get("end", {})
+    if started:
+        parts = ", ".join(
+            f"{name} {mib:.0f}->{end.get(name, math.nan):.0f}"
+            for name, mib in sorted(started.items())
+        )
+        lines.append(f"system memory (RSS MiB), ready -> after the last level: {parts}")
+    for level in report.system:
+        if level.rss_end:
+            parts = ", ".join(
+                f"{name} {level.rss_start.get(name, math.nan):.0f}->{mib:.0f}"
+                for name, mib in sorted(level.rss_end.items())
+            )
+            lines.append(
+                f"system memory (RSS MiB) at {level.concurrency} in flight, window start -> "
+                f"end: {parts}"
+            )
     return lines
 
 
@@ -133,10 +207,13 @@ def _messages_line(report: BenchReport, target: str) -> str:
             f"(the broker could not be asked: {counted.get('error', '?')})"
         )
     levels = report.system if target == "system" else report.baseline
-    check = counted.get("outbox_estimate", counted.get("by_construction"))
+    if "outbox_estimate" in counted:
+        check = f"expected from the store: {counted['outbox_estimate']}"
+    else:
+        check = f"by construction: {counted.get('by_construction')}"
     return (
         f"{target}: {per_saga:.2f} broker messages per saga ({counted['publishes']} published "
-        f"for {sum(r.started for r in levels)} sagas; expected from the store: {check})"
+        f"for {sum(r.started for r in levels)} sagas; {check})"
     )
 
 
@@ -168,6 +245,9 @@ def to_json(report: BenchReport) -> str:
     data["messages_per_saga"] = {
         "system": report.messages_per_saga("system"),
         "baseline": report.messages_per_saga("baseline"),
+        "saga_path": report.saga_path_per_saga(),
+        "progress": report.progress_per_saga(),
+        "by_definition": report.expected_messages,
     }
     return json.dumps(_nan_to_none(data), indent=2, default=str)
 
@@ -196,7 +276,7 @@ def plot(report: BenchReport, path: Path) -> None:
     if report.baseline:
         left.plot(xs, [r["baseline_rate"] for r in data], "s--", label="raw-broker baseline")
     left.set(xscale="log", xlabel="sagas in flight", ylabel="completed sagas/s")
-    left.set_title("Throughput")
+    left.set_title(f"Throughput: {report.saga.get('name', 'saga')}")
     for key, style in (("p50", "o-"), ("p95", "^-"), ("p99", "v-")):
         right.plot(xs, [r[key] for r in data], style, label=f"system {key}")
     if report.baseline:

@@ -1,5 +1,5 @@
 """Installing fault rules from outside the participants: the harness's side of
-``participants.faults``.
+``participants.kit.faults``.
 
 A rule is stored in the deployment's ``fault_rules`` collection first (the source of
 truth, so it survives restarts), then a reload notice goes out on the control exchange.
@@ -21,7 +21,7 @@ import aio_pika
 from pydantic import ValidationError
 
 from orchestrator.errors import OrchestratorError
-from participants.faults import NOTICE_TYPE, FaultAck, FaultNotice, FaultRule, MongoFaultRules
+from orchestrator.faults import NOTICE_TYPE, FaultAck, FaultNotice, FaultRule, MongoFaultRules
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage

@@ -23,23 +23,20 @@ import aio_pika
 from aio_pika.exceptions import AMQPError
 
 from orchestrator.client import SagaClient
-from orchestrator.embedded import EmbeddedMongo
-from orchestrator.harness.faults_client import FaultsClient
-from orchestrator.mongo import connect_mongo
-from orchestrator.processes import ServiceProcess
+from orchestrator.dev.embedded import EmbeddedMongo
+from orchestrator.dev.harness.faults_client import FaultsClient
+from orchestrator.dev.processes import ServiceProcess, services_of
+from orchestrator.saga.state import Status
 from orchestrator.settings import Settings
-from orchestrator.state import Status
-from participants.inventory.store import MongoInventory
+from orchestrator.store.connect import connect_mongo
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
     from pymongo import AsyncMongoClient
     from pymongo.asynchronous.database import AsyncDatabase
 
-__all__ = ["PARTICIPANTS", "SERVICES", "Deployment", "HarnessEnv", "harness_env"]
+__all__ = ["Deployment", "HarnessEnv", "harness_env"]
 
-SERVICES = ("orchestrator", "inventory", "payment", "shipping")
-PARTICIPANTS = ("inventory", "payment", "shipping")
 SETTLED = [s.value for s in Status if s.settled]
 
 HARNESS_DEFAULTS: Mapping[str, Any] = {
@@ -122,14 +119,14 @@ class Deployment:
         return self._mongo[self.settings.database]
 
     @property
-    def inventory(self) -> MongoInventory:
-        """Stock, straight from the store (for seeding and reading levels)."""
-        return MongoInventory(database=self.db)
+    def participants(self) -> tuple[str, ...]:
+        """The registered packs' participant services."""
+        return tuple(services_of(self.settings, core=False))
 
     @property
     def listeners(self) -> int:
         """Participant processes running now (each answers fault-rule notices)."""
-        return sum(1 for s in PARTICIPANTS if s in self.processes and self.processes[s].alive)
+        return sum(1 for s in self.participants if s in self.processes and self.processes[s].alive)
 
     async def start(self) -> None:
         """Connect (declaring the topology), then start the services and wait for them."""
@@ -139,7 +136,8 @@ class Deployment:
             self.settings.require_mongodb_url(), app_name=f"{self.namespace}.harness"
         )
         self._faults = FaultsClient(bus=self._client.bus, database=self.db)
-        await asyncio.gather(*(self.start_service(s) for s in SERVICES))
+        services = ("orchestrator", *self.participants)
+        await asyncio.gather(*(self.start_service(s) for s in services))
 
     async def start_service(self, service: str, timeout: float = 60.0) -> ServiceProcess:
         """Start (or start again) a service as a new instance: a, b, c, ..."""

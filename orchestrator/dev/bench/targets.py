@@ -16,24 +16,26 @@ from typing import TYPE_CHECKING
 
 import aio_pika
 
-from orchestrator.bench.baseline import ROLES, RawTopology
-from orchestrator.bench.children import BenchProcess
-from orchestrator.bench.cpu import CpuSampler, find_broker_pid, tree_pids
-from orchestrator.bench.driver import ClosedLoop, OutcomeWatcher, Starter
-from orchestrator.bench.results import LevelResult, StoreOps
-from orchestrator.definition import routing_key
+from orchestrator.dev.bench.baseline import roles_of
+from orchestrator.dev.bench.children import BenchProcess
+from orchestrator.dev.bench.cpu import CpuSampler, find_broker_pid, tree_pids
+from orchestrator.dev.bench.driver import ClosedLoop, OutcomeWatcher, Starter
+from orchestrator.dev.bench.results import LevelResult, StoreOps
 from orchestrator.messaging.envelope import build_message
+from orchestrator.saga.definition import routing_key
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from aio_pika.abc import AbstractChannel, AbstractConnection
 
-    from orchestrator.bench.runner import BenchConfig, Display
-    from orchestrator.bench.system import BenchSystem, Workload
+    from contracts import Message
+    from orchestrator.dev.bench.baseline import RawTopology
+    from orchestrator.dev.bench.runner import BenchConfig, Display
+    from orchestrator.dev.bench.system import BenchSystem
     from orchestrator.settings import Settings
 
-__all__ = ["Target", "baseline_roles", "baseline_target", "order_starter", "system_target"]
+__all__ = ["Target", "baseline_roles", "baseline_target", "saga_starter", "system_target"]
 
 StarterFactory = Callable[["AbstractChannel"], Awaitable[Starter]]
 Declare = Callable[["AbstractChannel"], Awaitable[None]]
@@ -41,19 +43,20 @@ EdgeHook = Callable[[str, str], None]
 """Told ``("start" | "end", "c<concurrency>")`` at each measured window's edges."""
 
 
-def order_starter(exchange: str, workload: Workload) -> StarterFactory:
-    """Starts sagas by publishing a PlaceOrder to ``exchange`` (confirmed, mandatory),
-    exactly as ``SagaClient.start`` does. The system and the baseline get the same one."""
+def saga_starter(exchange: str, start_of: Callable[[str], Message]) -> StarterFactory:
+    """Starts sagas by publishing ``start_of(saga_id)`` to ``exchange`` (confirmed,
+    mandatory), exactly as ``SagaClient.start`` does. The system gets the workload's
+    start of each saga, the baseline the same start command every time."""
 
     async def make(channel: AbstractChannel) -> Starter:
         target = await channel.get_exchange(exchange, ensure=False)
 
         async def start(saga_id: str) -> None:
-            order = workload.order(saga_id)
+            command = start_of(saga_id)
             message = build_message(
-                order, message_id=f"{saga_id}:start", correlation_id=saga_id, app_id="bench"
+                command, message_id=f"{saga_id}:start", correlation_id=saga_id, app_id="bench"
             )
-            await target.publish(message, routing_key=routing_key(order), timeout=15)
+            await target.publish(message, routing_key=routing_key(command), timeout=15)
 
         return start
 
@@ -119,10 +122,10 @@ class Target:
             window=config.duration,
             saga_timeout=config.saga_timeout,
         )
-        edges: dict[str, tuple[dict[str, float], StoreOps]] = {}
+        edges: dict[str, tuple[dict[str, float], StoreOps, dict[str, float]]] = {}
 
         async def hook(edge: str) -> None:
-            edges[edge] = (self.sampler.sample(), self.store_ops())
+            edges[edge] = (self.sampler.sample(), self.store_ops(), self.sampler.rss())
             if self.on_edge is not None:
                 self.on_edge(edge, f"c{concurrency}")
 
@@ -138,9 +141,11 @@ class Target:
 
 
 def _result(
-    target: str, loop: ClosedLoop, edges: dict[str, tuple[dict[str, float], StoreOps]]
+    target: str,
+    loop: ClosedLoop,
+    edges: dict[str, tuple[dict[str, float], StoreOps, dict[str, float]]],
 ) -> LevelResult:
-    (cpu0, ops0), (cpu1, ops1) = edges["start"], edges["end"]
+    (cpu0, ops0, rss0), (cpu1, ops1, rss1) = edges["start"], edges["end"]
     every: dict[str, int] = {}
     for sample in loop.samples:
         every[sample.outcome] = every.get(sample.outcome, 0) + 1
@@ -154,6 +159,8 @@ def _result(
         all_outcomes=every,
         cpu={k: v - cpu0.get(k, 0.0) for k, v in cpu1.items()},
         store=ops1.minus(ops0),
+        rss_start=rss0,
+        rss_end=rss1,
     )
 
 
@@ -171,7 +178,7 @@ def _add_broker(sampler: CpuSampler, amqp_url: str) -> None:
         sampler.add("broker", [pid])
 
 
-def system_target(system: BenchSystem, workload: Workload) -> Target:
+def system_target(system: BenchSystem, start_of: Callable[[str], Message]) -> Target:
     """The system: its services (and the embedded store) sampled, commands counted."""
     sampler = CpuSampler()
     for name, pids in system.pids().items():
@@ -184,25 +191,26 @@ def system_target(system: BenchSystem, workload: Workload) -> Target:
         namespace=system.settings.namespace,
         events=topology.events_exchange,
         declare=topology.declare,
-        starter=order_starter(topology.commands_exchange, workload),
+        starter=saga_starter(topology.commands_exchange, start_of),
         sampler=sampler,
         store_ops=system.store_ops,
         on_edge=system.profile_edge,
     )
 
 
-def baseline_roles(settings: Settings, log_dir: Path) -> list[BenchProcess]:
-    """The baseline's four processes (not started)."""
+def baseline_roles(raw: RawTopology, settings: Settings, log_dir: Path) -> list[BenchProcess]:
+    """The baseline's processes (not started): they read the plan from ``log_dir``."""
+    plan_file = log_dir / "plan.json"
+    raw.plan.write(plan_file)
+    module = "orchestrator.dev.bench.baseline"
     return [
-        BenchProcess(
-            role, settings, log_dir=log_dir, argv=["-m", "orchestrator.bench.baseline", role]
-        )
-        for role in ROLES
+        BenchProcess(role, settings, log_dir=log_dir, argv=["-m", module, role, str(plan_file)])
+        for role in roles_of(raw.plan)
     ]
 
 
 def baseline_target(
-    raw: RawTopology, roles: list[BenchProcess], amqp_url: str, workload: Workload
+    raw: RawTopology, roles: list[BenchProcess], amqp_url: str, start: Message
 ) -> Target:
     """The raw-broker baseline: its role processes sampled."""
     sampler = CpuSampler()
@@ -215,6 +223,6 @@ def baseline_target(
         namespace=raw.namespace,
         events=raw.events,
         declare=raw.declare,
-        starter=order_starter(raw.commands, workload),
+        starter=saga_starter(raw.commands, lambda _saga_id: start),
         sampler=sampler,
     )

@@ -15,17 +15,25 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
-__all__ = ["SERVICES", "ServiceProcess"]
+__all__ = ["SERVICES", "ServiceProcess", "services_of"]
 
 SERVICES = {
     "orchestrator": "orchestrator",
-    "inventory": "participants.inventory",
-    "payment": "participants.payment",
-    "shipping": "participants.shipping",
-    "readside": "participants.readside",
+    "readside": "orchestrator.readside",
     "api": "orchestrator.api",
 }
-"""Service name -> module run with ``python -m``."""
+"""The engine's services: name -> module run with ``python -m``. Packs add their
+participants (:func:`services_of`)."""
+
+
+def services_of(settings: Settings, *, core: bool = True) -> dict[str, str]:
+    """Every service of a deployment: the engine's (unless ``core`` is False), then each
+    registered pack's participants, in registration order."""
+    found = dict(SERVICES) if core else {}
+    for pack in settings.packs():
+        for name, module in pack.services.items():
+            found.setdefault(name, module)
+    return found
 
 
 class ServiceProcess:
@@ -35,9 +43,11 @@ class ServiceProcess:
     def __init__(
         self, service: str, settings: Settings, *, log_dir: Path, instance: str = ""
     ) -> None:
-        if service not in SERVICES:
-            raise ValueError(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
+        known = services_of(settings)
+        if service not in known:
+            raise ValueError(f"unknown service {service!r}; one of {', '.join(known)}")
         self.service = service
+        self.module = known[service]
         self.settings = settings.with_(instance=instance) if instance else settings
         self.log = log_dir / (f"{service}-{instance}.log" if instance else f"{service}.log")
         self.process: subprocess.Popen[bytes] | None = None
@@ -58,7 +68,7 @@ class ServiceProcess:
         env = dict(os.environ) | self.settings.to_env()
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", SERVICES[self.service]],
+                [sys.executable, "-m", self.module],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

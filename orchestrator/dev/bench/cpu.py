@@ -16,6 +16,7 @@ __all__ = [
     "find_broker_pid",
     "machine_busy_seconds",
     "own_cpu_seconds",
+    "rss_mib",
     "tree_pids",
 ]
 
@@ -39,6 +40,17 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     # After the name: state(0) ppid(1) ... utime(11) stime(12), i.e. stat fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process in MiB (0 if it is gone)."""
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def own_cpu_seconds() -> float:
@@ -109,3 +121,7 @@ class CpuSampler:
         result["driver"] = own_cpu_seconds()
         result["machine"] = machine_busy_seconds()
         return result
+
+    def rss(self) -> dict[str, float]:
+        """Resident memory (MiB) per group now (the broker's included)."""
+        return {name: sum(rss_mib(pid) for pid in pids) for name, pids in self.groups.items()}

@@ -17,14 +17,14 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.bench.probe import PROFILE_ENV
-from orchestrator.bench.profile import py_spy_samples, pyinstrument_samples, summarize
+from orchestrator.dev.bench.probe import PROFILE_ENV
+from orchestrator.dev.bench.profile import py_spy_samples, pyinstrument_samples, summarize
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
-    from orchestrator.processes import ServiceProcess
+    from orchestrator.dev.processes import ServiceProcess
 
 __all__ = ["Profilers", "available_profiler"]
 

@@ -1,8 +1,9 @@
-"""The system under test: the four services as separate processes, on a fresh namespace
-and database, with stock seeded, and everything removed afterwards.
+"""The system under test: the orchestrator and the saga's participants as separate
+processes, on a fresh namespace and database, seeded by the saga's workload, and
+everything removed afterwards.
 
 MongoDB is MONGODB_URL if set, else an embedded ``nx-27017`` server in the work folder.
-Each service runs under :mod:`orchestrator.bench.probe`, which counts its MongoDB
+Each service runs under :mod:`orchestrator.dev.bench.probe`, which counts its MongoDB
 commands (and profiles it when asked).
 """
 
@@ -11,22 +12,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import signal
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
+import pymongo
 from pymongo.errors import PyMongoError
 
-from contracts import OrderLine, PlaceOrder
-from orchestrator.bench.children import BenchProcess, start_all, stop_all
-from orchestrator.bench.probe import COUNTS_ENV
-from orchestrator.bench.results import StoreOps
-from orchestrator.embedded import EmbeddedMongo
-from orchestrator.mongo import connect_mongo
-from orchestrator.processes import SERVICES
+from orchestrator.dev.bench.children import BenchProcess, start_all, stop_all
+from orchestrator.dev.bench.cpu import rss_mib
+from orchestrator.dev.bench.probe import COUNTS_ENV
+from orchestrator.dev.bench.results import StoreOps
+from orchestrator.dev.bench.workloads import BenchContext, Workload
+from orchestrator.dev.embedded import EmbeddedMongo
+from orchestrator.dev.processes import services_of
+from orchestrator.store.connect import connect_mongo
+from orchestrator.store.shape import TERMINAL
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -34,46 +37,17 @@ if TYPE_CHECKING:
     from pymongo import AsyncMongoClient
     from pymongo.asynchronous.database import AsyncDatabase
 
-    from orchestrator.bench.profilers import Profilers
+    from orchestrator.dev.bench.profilers import Profilers
     from orchestrator.settings import Settings
 
-__all__ = ["CORE_SERVICES", "BenchSystem", "Workload"]
+__all__ = ["BenchSystem", "Workload"]
+
 
 Doc = dict[str, Any]
-CORE_SERVICES = ("orchestrator", "inventory", "payment", "shipping")
-"""The saga path. The read side (``readside``) is optional; the HTTP API is never needed:
-the benchmark starts sagas through the broker."""
-READ_SIDE_QUEUES = (
-    "projections.sagas",
-    "projections.stock",
-    "notifications.events",
-    "analytics.events",
-)
 
-
-@dataclass(frozen=True, kw_only=True)
-class Workload:
-    """The orders the benchmark places: ``lines`` SKUs of ``skus``, one unit each, an
-    amount payment accepts and an address shipping delivers to, so every saga completes."""
-
-    skus: int = 100
-    lines: int = 1
-    stock: int = 1_000_000_000
-
-    def sku_names(self) -> list[str]:
-        """Every SKU the orders draw from."""
-        return [f"bench-{i:04d}" for i in range(self.skus)]
-
-    def order(self, saga_id: str) -> PlaceOrder:
-        """The order of one saga."""
-        skus = random.sample(self.sku_names(), min(self.lines, self.skus))
-        return PlaceOrder(
-            order_id=f"bench-{saga_id[:16]}",
-            customer_id="bench-customer",
-            lines=tuple(OrderLine(sku=s, quantity=1) for s in skus),
-            amount_cents=1_999,
-            ship_to="1 Main Street, Springfield",
-        )
+SCAN_TIMEOUT = 600.0
+"""Seconds for the bench's own whole-collection work on a large seeded history (the
+store-side message count, dropping the database), beyond the services' operation limit."""
 
 
 class BenchSystem:
@@ -85,11 +59,16 @@ class BenchSystem:
         *,
         work_dir: Path,
         log_dir: Path,
-        services: tuple[str, ...] = CORE_SERVICES,
+        services: tuple[str, ...],
+        seeding: tuple[str, ...] = (),
         profilers: Profilers | None = None,
+        probe: bool = True,
     ) -> None:
         self.settings = settings
+        self.probe = probe
         self.service_names = services
+        self.seeding_names = seeding
+        """Services run only while the workload prepares."""
         self.work_dir = work_dir
         self.log_dir = log_dir
         self.profilers = profilers
@@ -103,7 +82,7 @@ class BenchSystem:
         return self.mongo is not None
 
     async def start(self, workload: Workload) -> None:
-        """Store, seeded stock, services (ready to take orders)."""
+        """Store, the workload's seed, services (ready to take sagas)."""
         if not self.settings.mongodb_url:
             self.mongo = EmbeddedMongo(self.work_dir / "mongo")
             url = await asyncio.to_thread(self.mongo.start)
@@ -111,19 +90,25 @@ class BenchSystem:
         self._client = await connect_mongo(
             self.settings.require_mongodb_url(), app_name=f"{self.settings.namespace}.bench"
         )
-        await self._seed(workload)
+        await workload.seed(self.db)
         (self.work_dir / "counts").mkdir(parents=True, exist_ok=True)
-        self.services = {name: self._service(name) for name in self.service_names}
+        names = (*self.service_names, *self.seeding_names)
+        self.services = {name: self._service(name) for name in names}
         await start_all(self.services.values())
 
-    async def _seed(self, workload: Workload) -> None:
-        from participants.inventory.store import MongoInventory  # noqa: PLC0415
-
-        inventory = MongoInventory(database=self.db)
-        for sku in workload.sku_names():
-            await inventory.set_stock(sku, workload.stock)
+    async def prepare(self, workload: Workload) -> None:
+        """The workload's preparation with the services running; then the services only
+        it needed stop."""
+        read_side = "readside" in self.service_names
+        context = BenchContext(settings=self.settings, database=self.db, read_side=read_side)
+        await workload.prepare(context)
+        seeding = [self.services.pop(name) for name in self.seeding_names]
+        await stop_all(seeding)
 
     def _service(self, name: str) -> BenchProcess:
+        module = services_of(self.settings)[name]
+        if not self.probe:  # as deployed: nothing counts or profiles (idle measurements)
+            return BenchProcess(name, self.settings, log_dir=self.log_dir, argv=["-m", module])
         env = {COUNTS_ENV: str(self.counts_file(name))}
         if self.profilers is not None:
             env |= self.profilers.env_for(name)
@@ -131,7 +116,7 @@ class BenchSystem:
             name,
             self.settings,
             log_dir=self.log_dir,
-            argv=["-m", "orchestrator.bench.probe", SERVICES[name]],
+            argv=["-m", "orchestrator.dev.bench.probe", module],
             env=env,
         )
 
@@ -199,21 +184,40 @@ class BenchSystem:
         """SIGTERM the services and wait (their probes write final counts and profiles)."""
         await stop_all(self.services.values())
 
-    async def outbox_messages(self) -> dict[str, int]:
-        """What the commits say was sent: commands (each answered by one reply) and events.
-        A store-side cross-check of the broker's count."""
-        counts = {"command": 0, "event": 0}
+    def rss(self) -> dict[str, float]:
+        """Resident memory (MiB) of each service and of the embedded store."""
+        return {name: sum(rss_mib(pid) for pid in pids) for name, pids in self.pids().items()}
+
+    async def outbox_messages(self, since: datetime | None = None) -> dict[str, int]:
+        """What the commits stored from ``since`` on say was sent: commands (each
+        answered by one reply) and events, of which outcomes and progress events. A
+        store-side cross-check of the broker's count."""
+        counts = {"command": 0, "event": 0, "outcome": 0, "progress": 0}
+        # Only the measured window, filtered by the server: a seeded history (--history)
+        # holds hundreds of thousands of commits that must not come over the wire. With no
+        # index on created_at the server still scans, hence the long time limit.
+        window = {} if since is None else {"created_at": {"$gte": since}}
         # The whole outbox, not "outbox.kind": the embedded server drops nested projections.
-        async for doc in self.db["saga_commits"].find({}, {"outbox": 1}):
+        with pymongo.timeout(SCAN_TIMEOUT):
+            found = self.db["saga_commits"].find(window, {"outbox": 1, "created_at": 1})
+            docs = await found.to_list()
+        for doc in docs:
+            if since is not None and _aware(doc.get("created_at")) < since:
+                continue  # before measuring: the workload's preparation, clones
             for entry in doc.get("outbox") or []:
                 kind = str(entry.get("kind", "event"))
                 counts[kind] = counts.get(kind, 0) + 1
+                suffix = str(entry.get("routing_key", "")).rsplit(".", 1)[-1]
+                if kind == "event" and suffix == "progressed":
+                    counts["progress"] += 1
+                elif kind == "event" and suffix in TERMINAL:
+                    counts["outcome"] += 1
         return counts
 
-    def read_side_queues(self) -> list[str]:
-        """Queues only the read side consumes (not started by the benchmark)."""
+    def event_queues(self) -> list[str]:
+        """Every queue bound to the events exchange (the read side's, the packs')."""
         topology = self.settings.topology()
-        return [topology.queue(suffix).name for suffix in READ_SIDE_QUEUES]
+        return [q.name for q in topology.work_queues if q.exchange == topology.events_exchange]
 
     async def cleanup(self) -> None:
         """Stop what still runs, delete the namespace and the database, stop the store."""
@@ -224,11 +228,22 @@ class BenchSystem:
         )
         async with connection:
             await self.settings.topology().delete(await connection.channel())
-        if self._client is not None:
-            await self._client.drop_database(self.settings.database)
-            await self._client.close()
-        if self.mongo is not None:
-            await asyncio.to_thread(self.mongo.stop)
+        try:
+            if self._client is not None:
+                if self.mongo is None:  # a real MongoDB: drop what the run wrote
+                    with pymongo.timeout(SCAN_TIMEOUT):
+                        await self._client.drop_database(self.settings.database)
+                await self._client.close()
+        finally:
+            if self.mongo is not None:  # its data folder goes with the run's temp folder
+                await asyncio.to_thread(self.mongo.stop)
+
+
+def _aware(at: object) -> datetime:
+    """A stored time as an aware datetime (the oldest possible if it is missing)."""
+    if not isinstance(at, datetime):
+        return datetime.min.replace(tzinfo=UTC)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _version(package: str) -> str:

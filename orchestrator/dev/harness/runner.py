@@ -18,17 +18,17 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from orchestrator.harness.deployment import Deployment
-from orchestrator.harness.invariants import CHECKS, InvariantReport, check_invariants
-from orchestrator.harness.report import ALL_CHECKS, CatalogueReport, ScenarioReport
-from orchestrator.harness.scenario import Run
-from orchestrator.harness.scenarios import CATALOGUE
-from orchestrator.mongo_store import MongoSagaStore
-from orchestrator.state import EventType
+from orchestrator.dev.harness.catalogue import catalogue
+from orchestrator.dev.harness.deployment import Deployment
+from orchestrator.dev.harness.invariants import InvariantReport, check_invariants
+from orchestrator.dev.harness.report import ALL_CHECKS, CatalogueReport, ScenarioReport
+from orchestrator.dev.harness.scenario import Run
+from orchestrator.saga.state import EventType
+from orchestrator.store.mongo import MongoSagaStore
 
 if TYPE_CHECKING:
-    from orchestrator.harness.deployment import HarnessEnv
-    from orchestrator.harness.scenario import Scenario
+    from orchestrator.dev.harness.deployment import HarnessEnv
+    from orchestrator.dev.harness.scenario import Scenario
 
 __all__ = ["find_scenario", "run_catalogue", "run_scenario"]
 
@@ -44,10 +44,11 @@ EVIDENCE = {
 
 def find_scenario(name: str) -> Scenario:
     """The catalogue entry called ``name``; KeyError listing the names if none."""
-    for scenario in CATALOGUE:
+    known = catalogue()
+    for scenario in known:
         if scenario.name == name:
             return scenario
-    raise KeyError(f"no scenario {name!r}; one of: {', '.join(s.name for s in CATALOGUE)}")
+    raise KeyError(f"no scenario {name!r}; one of: {', '.join(s.name for s in known)}")
 
 
 async def run_catalogue(
@@ -123,7 +124,9 @@ async def _settle_and_check(run: Run, scenario: Scenario, report: ScenarioReport
     report.outcomes = dict(sorted(invariants.outcomes.items()))
     report.dead_letters = dead
     report.violations = invariants.violations + expectations
-    report.checks = {c: invariants.passed(c) for c in CHECKS} | {"expectations": not expectations}
+    report.checks = {c: invariants.passed(c) for c in invariants.names()} | {
+        "expectations": not expectations
+    }
     fired = await run.deployment.faults.fired()
     report.faults = dict(sorted((fired + run.injected).items()))
     report.evidence = await _evidence(run)
@@ -173,7 +176,8 @@ async def _invariants(
     return await check_invariants(
         run.deployment.db,
         saga_ids=run.saga_ids,
-        initial_stock=run.stock,
+        facts=run.facts,
+        packs=run.deployment.settings.packs(),
         dead_letters=dead_letters,
         expected_dead_letters=run.expected_dead_letters,
         all_sagas=True,

@@ -1,15 +1,18 @@
-"""The raw-broker baseline: a 3-step saga made only of aio-pika messages.
+"""The raw-broker baseline: the saga under test made only of aio-pika messages.
 
-Per saga, the same eight persistent, confirmed messages the system sends for a completed
-order (start, three commands, three replies, the outcome event), through the same broker,
-with durable queues of the same type, but no store, no framework and no saga logic: the
-orchestrator role keeps one step counter per saga in memory. Like the services, each
-role is its own process (``python -m orchestrator.bench.baseline <role>``), publishes with
+Per saga, the same persistent, confirmed messages the system sends for a completed
+saga (start, a command and a reply per step, the outcome event; see
+:mod:`orchestrator.dev.bench.plan`), with the same routing keys and bodies, through the
+same broker, with durable queues of the same type, but no store, no framework and no
+saga logic: the orchestrator role keeps a stage counter per saga in memory and sends a
+parallel group's commands together. Like the services, each role is its own process
+(``python -m orchestrator.dev.bench.baseline <role> <plan.json>``), publishes with
 confirms and acks a delivery only after what it sent was confirmed, and the same driver
-measures it. Names live under their own namespace::
+measures it. Names live under their own namespace, shaped like the system's::
 
     <ns>.commands (topic)  <ns>.replies (direct)  <ns>.events (topic)
-    <ns>.orchestrator.commands  <ns>.orchestrator.replies  <ns>.<participant>.commands
+    <ns>.orchestrator.<saga>.starts  <ns>.orchestrator.<saga>.replies
+    <ns>.<participant>.commands
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import signal
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
 
+from orchestrator.dev.bench.plan import BaselinePlan
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,16 +38,16 @@ if TYPE_CHECKING:
         AbstractIncomingMessage,
     )
 
-__all__ = ["ROLES", "RawTopology", "main"]
+    from orchestrator.dev.bench.plan import PlannedStep
 
-STEPS = (
-    ("inventory", "inventory.reserve_stock"),
-    ("payment", "payment.authorize_payment"),
-    ("shipping", "shipping.schedule_shipment"),
-)
-ROLES = ("orchestrator", *(p for p, _ in STEPS))
-START_KEY = "orders.place_order"
-OUTCOME_KEY = "order_fulfilment.completed"
+__all__ = ["RawTopology", "main", "roles_of"]
+
+ORCHESTRATOR = "orchestrator"
+
+
+def roles_of(plan: BaselinePlan) -> tuple[str, ...]:
+    """The baseline's processes: the orchestrator role, then one per participant."""
+    return (ORCHESTRATOR, *plan.participants)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +55,7 @@ class RawTopology:
     """The baseline's exchanges and queues."""
 
     namespace: str
+    plan: BaselinePlan
     queue_type: str = "quorum"
 
     @property
@@ -67,14 +73,28 @@ class RawTopology:
         """Topic exchange: outcome events."""
         return f"{self.namespace}.events"
 
+    @property
+    def starts_queue(self) -> str:
+        """The orchestrator role's start queue."""
+        return f"{self.namespace}.orchestrator.{self.plan.saga}.starts"
+
+    @property
+    def replies_queue(self) -> str:
+        """The orchestrator role's reply queue."""
+        return f"{self.namespace}.orchestrator.{self.plan.saga}.replies"
+
+    def commands_queue(self, participant: str) -> str:
+        """A participant role's command queue."""
+        return f"{self.namespace}.{participant}.commands"
+
     def queues(self) -> dict[str, tuple[str, str]]:
         """Queue name -> (exchange, binding key)."""
         queues = {
-            f"{self.namespace}.orchestrator.commands": (self.commands, "orders.*"),
-            f"{self.namespace}.orchestrator.replies": (self.replies, "orchestrator"),
+            self.starts_queue: (self.commands, self.plan.start_key),
+            self.replies_queue: (self.replies, self.plan.reply_key),
         }
-        for participant, _ in STEPS:
-            queues[f"{self.namespace}.{participant}.commands"] = (self.commands, f"{participant}.*")
+        for participant in self.plan.participants:
+            queues[self.commands_queue(participant)] = (self.commands, f"{participant}.*")
         return queues
 
     def arguments(self) -> dict[str, Any]:
@@ -136,27 +156,28 @@ class Role:
     ) -> None:
         self.name = name
         self.topology = topology
+        self.plan = topology.plan
         self.connection = connection
         self.channel = channel
         self.prefetch = prefetch
-        self.steps: dict[str, int] = {}
+        self.stages: dict[str, tuple[int, int]] = {}
+        """Saga id -> (stage running, replies it still waits for)."""
         self._exchanges: dict[str, AbstractExchange] = {}
 
     async def start(self) -> None:
         """Consume this role's queues."""
         for name in (self.topology.commands, self.topology.replies, self.topology.events):
             self._exchanges[name] = await self.channel.get_exchange(name, ensure=False)
-        if self.name == "orchestrator":
-            await self._consume("orchestrator.commands", self._on_start)
-            await self._consume("orchestrator.replies", self._on_reply)
+        if self.name == ORCHESTRATOR:
+            await self._consume(self.topology.starts_queue, self._on_start)
+            await self._consume(self.topology.replies_queue, self._on_reply)
         else:
-            await self._consume(f"{self.name}.commands", self._on_command)
+            await self._consume(self.topology.commands_queue(self.name), self._on_command)
 
-    async def _consume(self, suffix: str, callback: Any) -> None:
+    async def _consume(self, name: str, callback: Any) -> None:
         """Like the services: one channel per consumer, with its own prefetch."""
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
-        name = f"{self.topology.namespace}.{suffix}"
         queue = await channel.declare_queue(name, durable=True, arguments=self.topology.arguments())
         await queue.consume(callback)
 
@@ -166,50 +187,62 @@ class Role:
         )
 
     async def _on_start(self, raw: AbstractIncomingMessage) -> None:
-        saga_id = raw.correlation_id or ""
-        self.steps[saga_id] = 0
-        await self._command(saga_id, 0, raw.body)
+        await self._run_stage(raw.correlation_id or "", 0)
         await raw.ack()
 
     async def _on_reply(self, raw: AbstractIncomingMessage) -> None:
         saga_id = raw.correlation_id or ""
-        step = self.steps.get(saga_id, -1) + 1
-        if step < len(STEPS):
-            self.steps[saga_id] = step
-            await self._command(saga_id, step, raw.body)
+        if saga_id not in self.stages:  # not one of ours: nothing to do
+            await raw.ack()
+            return
+        stage, waiting = self.stages[saga_id]
+        if waiting > 1:
+            self.stages[saga_id] = (stage, waiting - 1)
+        elif stage + 1 < len(self.plan.stages):
+            await self._run_stage(saga_id, stage + 1)
         else:
-            self.steps.pop(saga_id, None)
-            body = b'{"saga_name":"order_fulfilment","order_id":"%s"}' % saga_id.encode()
+            self.stages.pop(saga_id, None)
             outcome = raw_message(
-                body, message_id=f"{saga_id}:done", saga_id=saga_id, type_name="saga.completed.v1"
+                self.plan.outcome_body.encode(),
+                message_id=f"{saga_id}:done",
+                saga_id=saga_id,
+                type_name=self.plan.outcome_type,
             )
-            await self._publish(self.topology.events, OUTCOME_KEY, outcome)
+            await self._publish(self.topology.events, self.plan.outcome_key, outcome)
         await raw.ack()
 
-    async def _command(self, saga_id: str, step: int, body: bytes) -> None:
-        _, key = STEPS[step]
+    async def _run_stage(self, saga_id: str, stage: int) -> None:
+        """Send every command of a stage together (a parallel group's leave at once)."""
+        steps = self.plan.stages[stage]
+        self.stages[saga_id] = (stage, len(steps))
+        await asyncio.gather(*(self._command(saga_id, step) for step in steps))
+
+    async def _command(self, saga_id: str, step: PlannedStep) -> None:
         message = raw_message(
-            body,
-            message_id=f"{saga_id}:{step}:do",
+            step.command_body.encode(),
+            message_id=f"{saga_id}:{step.name}:do",
             saga_id=saga_id,
-            type_name=f"{key}.v1",
-            reply_to="orchestrator",
+            type_name=step.command_type,
+            reply_to=self.plan.reply_key,
         )
-        await self._publish(self.topology.commands, key, message)
+        await self._publish(self.topology.commands, step.routing_key, message)
 
     async def _on_command(self, raw: AbstractIncomingMessage) -> None:
         saga_id = raw.correlation_id or ""
-        body = b'{"order_id":"%s","status":"ok"}' % saga_id.encode()
+        step = self.plan.step_for(raw.type or "")
         reply = raw_message(
-            body, message_id=f"{raw.message_id}:reply", saga_id=saga_id, type_name="bench.reply.v1"
+            step.reply_body.encode(),
+            message_id=f"{raw.message_id}:reply",
+            saga_id=saga_id,
+            type_name=step.reply_type,
         )
-        await self._publish(self.topology.replies, raw.reply_to or "orchestrator", reply)
+        await self._publish(self.topology.replies, raw.reply_to or self.plan.reply_key, reply)
         await raw.ack()
 
 
-async def serve(role: str, settings: Settings) -> None:
+async def serve(role: str, plan: BaselinePlan, settings: Settings) -> None:
     """Run one role until SIGTERM/SIGINT."""
-    topology = RawTopology(namespace=settings.namespace, queue_type=settings.queue_type)
+    topology = RawTopology(namespace=settings.namespace, plan=plan, queue_type=settings.queue_type)
     connection = await aio_pika.connect_robust(
         settings.amqp_url, client_properties={"connection_name": f"{settings.namespace}.{role}"}
     )
@@ -229,16 +262,19 @@ async def serve(role: str, settings: Settings) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m orchestrator.bench.baseline <role>``."""
-    if len(sys.argv) != 2 or sys.argv[1] not in ROLES:
-        sys.exit(f"usage: python -m orchestrator.bench.baseline {{{','.join(ROLES)}}}")
+    """Entry point: ``python -m orchestrator.dev.bench.baseline <role> <plan.json>``."""
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m orchestrator.dev.bench.baseline <role> <plan.json>")
+    role, plan = sys.argv[1], BaselinePlan.read(Path(sys.argv[2]))
+    if role not in roles_of(plan):
+        sys.exit(f"no role {role!r} in the baseline of {plan.saga}: {', '.join(roles_of(plan))}")
     settings = Settings.from_env()
     try:
         import uvloop  # noqa: PLC0415 - the services run on uvloop too
     except ImportError:  # pragma: no cover
-        asyncio.run(serve(sys.argv[1], settings))
+        asyncio.run(serve(role, plan, settings))
     else:
-        uvloop.run(serve(sys.argv[1], settings))
+        uvloop.run(serve(role, plan, settings))
 
 
 if __name__ == "__main__":

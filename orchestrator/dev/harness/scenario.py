@@ -14,14 +14,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from contracts import OrderLine, PlaceOrder
+from contracts import Message
 from orchestrator.client import new_saga_id
 
 if TYPE_CHECKING:
-    from orchestrator.harness.deployment import Deployment
-    from participants.faults import FaultRule
+    from orchestrator.dev.harness.deployment import Deployment
+    from orchestrator.faults import FaultRule
 
-__all__ = ["Probe", "Run", "Scenario", "order"]
+__all__ = ["Probe", "Run", "Scenario"]
 
 Probe = Callable[[], Awaitable[str | None]]
 """Something to wait for: what is still missing, or None once it is there."""
@@ -50,19 +50,6 @@ class Scenario:
     """It acts on the broker node itself, so AMQP_URL must point at this machine."""
 
 
-def order(
-    *lines: tuple[str, int], ship_to: str = "1 Main Street, Springfield", amount_cents: int = 1000
-) -> PlaceOrder:
-    """An order with a fresh order id."""
-    return PlaceOrder(
-        order_id=f"order-{new_saga_id()[:10]}",
-        customer_id="harness",
-        lines=tuple(OrderLine(sku=s, quantity=q) for s, q in lines),
-        amount_cents=amount_cents,
-        ship_to=ship_to,
-    )
-
-
 @dataclass
 class Run:
     """A scenario's handle on its running system, and what it expects of it."""
@@ -70,7 +57,9 @@ class Run:
     deployment: Deployment
     sagas: int
     saga_ids: list[str] = field(default_factory=list)
-    stock: dict[str, int] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+    """What packs' invariants need to know of the setup (the order pack: the initial
+    stock per SKU, under ``initial_stock``)."""
     expected_outcomes: dict[str, int] | None = None
     """Exact outcome counts, if the scenario determines them."""
     expected_dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -80,25 +69,19 @@ class Run:
     probes: list[Probe] = field(default_factory=list)
     verifications: list[Verify] = field(default_factory=list)
 
-    async def stock_up(self, **units: int) -> None:
-        """Set the stock of some SKUs (before any saga runs)."""
-        for sku, n in units.items():
-            await self.deployment.inventory.set_stock(sku, n)
-            self.stock[sku] = n
-
     async def install(self, *rules: FaultRule) -> None:
         """Install fault rules and wait until every participant instance obeys them."""
         await self.deployment.faults.install(*rules, listeners=self.deployment.listeners)
 
     async def place(
         self,
-        orders: Sequence[PlaceOrder],
+        orders: Sequence[Message],
         *,
         saga_ids: Sequence[str] | None = None,
         repeat: int = 1,
     ) -> list[str]:
-        """Start a saga per order, all at once; returns their ids (also kept). With
-        ``repeat``, each start command is published that often (same message id)."""
+        """Start a saga per start command, all at once; returns their ids (also kept).
+        With ``repeat``, each start command is published that often (same message id)."""
         ids = list(saga_ids) if saga_ids is not None else [new_saga_id() for _ in orders]
         client = self.deployment.client
         pairs = list(zip(orders, ids, strict=True)) * repeat

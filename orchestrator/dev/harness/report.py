@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.harness.invariants import CHECKS
+from orchestrator.dev.harness.invariants import CHECKS
 
 __all__ = ["ALL_CHECKS", "CatalogueReport", "ScenarioReport"]
 

@@ -1,6 +1,6 @@
 """Run a service's module with MongoDB command counting and, optionally, a profiler.
 
-    python -m orchestrator.bench.probe participants.inventory
+    python -m orchestrator.dev.bench.probe participants.inventory
 
 The service runs unchanged (``runpy``, as ``python -m`` would run it); around it:
 
@@ -97,9 +97,9 @@ def _profile(prefix: str) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m orchestrator.bench.probe <module>``."""
+    """Entry point: ``python -m orchestrator.dev.bench.probe <module>``."""
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m orchestrator.bench.probe <service module>")
+        sys.exit("usage: python -m orchestrator.dev.bench.probe <service module>")
     module = sys.argv[1]
     if counts := os.environ.get(COUNTS_ENV):
         _count_commands(Path(counts))

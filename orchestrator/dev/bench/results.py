@@ -112,6 +112,10 @@ class LevelResult:
     cpu: Mapping[str, float]
     """CPU seconds spent in the window, per process group."""
     store: StoreOps = field(default_factory=StoreOps)
+    rss_start: Mapping[str, float] = field(default_factory=dict)
+    """Resident memory (MiB) per process group at the window's start..."""
+    rss_end: Mapping[str, float] = field(default_factory=dict)
+    """... and at its end."""
 
     @property
     def completed(self) -> int:
@@ -169,6 +173,14 @@ class BenchReport:
     store_total: StoreOps = field(default_factory=StoreOps)
     notes: list[str] = field(default_factory=list)
     profiles: Mapping[str, Any] = field(default_factory=dict)
+    history: Mapping[str, Any] = field(default_factory=dict)
+    """What ``--history`` seeded: sagas, documents, templates, seconds (empty if none)."""
+    saga: Mapping[str, Any] = field(default_factory=dict)
+    """The saga under test: name, version, steps, stages, services, messages per saga by
+    its definition, the workload's options."""
+    memory: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Resident memory (MiB) per service: ``started`` (ready, before any load) and
+    ``end`` (after the last level)."""
 
     def baseline_at(self, concurrency: int) -> LevelResult | None:
         """The baseline level run at ``concurrency``, if any."""
@@ -198,3 +210,26 @@ class BenchReport:
     def sagas_started(self) -> int:
         """System sagas started in all levels."""
         return sum(r.started for r in self.system)
+
+    @property
+    def expected_messages(self) -> int | None:
+        """Messages per completed saga by its definition: the start, a command and a
+        reply per step, the outcome (progress events not counted)."""
+        found = self.saga.get("messages_per_saga")
+        return int(found) if found is not None else None
+
+    def saga_path_per_saga(self) -> float:
+        """Starts, commands, replies and outcomes per saga started, as the commits stored
+        them (nan if unknown): equal to :attr:`expected_messages` when every saga
+        completed without a resend."""
+        counted: Mapping[str, int] = (self.messages.get("system") or {}).get("stored") or {}
+        sagas = self.sagas_started()
+        if not counted or not sagas:
+            return math.nan
+        return (sagas + 2 * counted.get("command", 0) + counted.get("outcome", 0)) / sagas
+
+    def progress_per_saga(self) -> float:
+        """Progress events per saga started, as the commits stored them (nan if unknown)."""
+        counted = (self.messages.get("system") or {}).get("stored") or {}
+        sagas = self.sagas_started()
+        return int(counted.get("progress", 0)) / sagas if counted and sagas else math.nan

@@ -2,9 +2,10 @@
 
 Makes sure RabbitMQ answers (starting a local ``rabbitmq-server`` if it is installed but
 stopped), uses MONGODB_URL or starts the embedded MongoDB-protocol server under
-``.data/``, starts the orchestrator and the three participants as separate processes
-(the same entry points the compose file runs), places a sample order, prints its saga
-step by step, then keeps everything running until Ctrl-C.
+``.data/``, starts the orchestrator, the participants of the registered sagas, the read
+side and the API as separate processes (the same entry points the compose file runs),
+places a sample order, prints its saga step by step, then keeps everything running
+until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,16 +23,14 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from contracts import OrderLine, PlaceOrder
 from orchestrator.client import SagaClient
-from orchestrator.embedded import EmbeddedMongo
-from orchestrator.processes import SERVICES, ServiceProcess
+from orchestrator.dev.embedded import EmbeddedMongo
+from orchestrator.dev.processes import ServiceProcess, services_of
 from orchestrator.settings import ConfigError, Settings
 
 __all__ = ["ensure_rabbitmq", "main"]
 
 DATA = Path(".data")
-SAMPLE_STOCK = {"apple": 100, "pear": 50, "gpu": 3}
 
 
 def say(text: str) -> None:
@@ -132,7 +131,7 @@ class DevSystem:
     def start_services(self, mongodb_url: str) -> None:
         """One process per service, logs under .data/logs."""
         settings = self.settings.with_(mongodb_url=mongodb_url)
-        for name in SERVICES:
+        for name in services_of(settings):
             self.children[name] = ServiceProcess(name, settings, log_dir=self.logs)
             self.children[name].spawn()
         deadline = time.monotonic() + 60
@@ -164,36 +163,31 @@ class DevSystem:
             self.mongo.stop()
 
 
-async def seed_and_order(settings: Settings) -> None:
-    """Give the sample SKUs stock (first run only), place a sample order, follow it."""
-    from participants.inventory.store import MongoInventory  # noqa: PLC0415
-
+async def seed_and_show(settings: Settings) -> None:
+    """Each pack with a ``seed`` part sets up its sample data and starts a sample saga,
+    printed as it runs."""
     async with SagaClient(settings, name="dev-runner") as client:
-        inventory = MongoInventory(database=client.store.commits.database)
-        for sku, units in SAMPLE_STOCK.items():
-            if (await inventory.levels(sku)).total == 0:
-                await client.restock(sku, units, restock_id=f"seed-{sku}")
-        deadline = time.monotonic() + 30
-        while [s for s in SAMPLE_STOCK if (await inventory.levels(s)).total == 0]:
-            if time.monotonic() > deadline:
-                raise RuntimeError("inventory did not take the sample stock; see its log")
-            await asyncio.sleep(0.1)
-        order = PlaceOrder(
-            order_id=f"sample-{int(time.time())}",
-            customer_id="customer-42",
-            lines=(OrderLine(sku="apple", quantity=2), OrderLine(sku="pear", quantity=1)),
-            amount_cents=1_250,
-            ship_to="1 Main Street, Springfield",
-        )
-        saga_id = await client.start(order)
-        say(f"\nPlaced sample order {order.order_id} (saga {saga_id}):")
-        await client.follow(saga_id, say)
-        for sku in SAMPLE_STOCK:
-            lv = await inventory.levels(sku)
-            say(
-                f"  stock {sku:<6} available {lv.available:<4} reserved {lv.reserved:<4} "
-                f"shipped {lv.shipped}"
-            )
+        for pack in settings.packs():
+            seed = pack.part("seed")
+            if seed is not None:
+                await seed(client, say)
+
+
+DEV_TOKENS = {
+    "SAGA_CLIENT_TOKEN": "dev-client-token",
+    "SAGA_READ_TOKEN": "dev-read-token",
+}
+"""Tokens a local development system gets when none is set (printed at start)."""
+
+
+def with_dev_tokens(settings: Settings) -> Settings:
+    """Development tokens for the roles the environment leaves unset, so that every
+    endpoint can be tried (the API itself has no default token)."""
+    env = settings.env()
+    extra = {**settings.extra, **{k: v for k, v in DEV_TOKENS.items() if not env.get(k)}}
+    return settings.with_(
+        operator_token=settings.operator_token or "dev-operator-token", extra=extra
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -213,27 +207,30 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     if args.check:
         return
-    if not settings.operator_token:
-        # A local development system gets a token so the changing endpoints can be tried.
-        settings = settings.with_(operator_token="dev-operator-token")
+    settings = with_dev_tokens(settings)
     system = DevSystem(settings)
     try:
         settings = settings.with_(mongodb_url=system.start_store())
         say("Starting services:")
         system.start_services(settings.require_mongodb_url())
-        asyncio.run(seed_and_order(settings))
+        asyncio.run(seed_and_show(settings))
         ui = management_ui(settings.amqp_url)
         api = f"http://{settings.api_host}:{settings.api_port}"
+        tokens = settings.env()
+        client, reader = tokens["SAGA_CLIENT_TOKEN"], tokens["SAGA_READ_TOKEN"]
         say(f"""
 Running. RabbitMQ management UI: {ui} (guest/guest); queues are named '{settings.namespace}.*'.
-HTTP API: {api}/docs   (operator token for changes: {settings.operator_token})
+HTTP API: {api}/docs   development tokens (Authorization: Bearer <token>):
+          operator {settings.operator_token}   client {client}   reads {reader}
+Operator UI: {api}/ui   (log in with the operator token to replay, discard and resume)
 Place more orders from another terminal:
     uv run saga order apple:2 pear:1 --amount 1999
     uv run saga order gpu:5            # more than in stock: fails, nothing reserved
     uv run saga order apple:1 --ship-to Atlantis   # shipping refuses: compensated
 Inspect:  uv run saga status <saga-id>   uv run saga sagas   uv run saga stuck
           uv run saga stock apple pear gpu   uv run saga dlq list
-          curl {api}/sagas?status=completed   curl {api}/metrics
+          curl -H 'Authorization: Bearer {reader}' {api}/sagas?status=completed
+          curl {api}/metrics
 Press Ctrl-C to stop.""")
         system.watch()
     except KeyboardInterrupt:
@@ -242,5 +239,8 @@ Press Ctrl-C to stop.""")
         say(f"error: {e}")
         sys.exit(1)
     finally:
+        # uv forwards the terminal's Ctrl-C as well: ignore the second one at once
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         say("Stopping ...")
         system.stop()
