@@ -5,7 +5,10 @@ that only records what it is asked to declare, so every name, flag and queue arg
 the file is exactly what the services declare at start-up. A queue imported with other
 arguments than a service later declares makes that service fail with PRECONDITION_FAILED.
 
-Regenerate after changing ``orchestrator/messaging/topology.py``, from the repository root::
+The topology is derived from the registered sagas, exactly as the services derive it:
+``SAGA_DEFINITIONS`` (default: the shipped packs) decides which queues exist. Regenerate
+after changing ``orchestrator/messaging/topology.py`` or the registered sagas, from the
+repository root::
 
     uv run python deploy/rabbitmq/generate_definitions.py > deploy/rabbitmq/definitions.json
 
@@ -22,11 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.messaging.topology import Topology
+from orchestrator.settings import Settings
 
 VHOST = "/"
 
@@ -148,7 +153,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--namespace", default="saga", help="topology namespace (default: saga)")
     args = parser.parse_args(argv)
-    document = definitions(Topology(namespace=args.namespace))
+    # production definitions: replicated retry tiers and dead-letter queues
+    settings = Settings.from_env({"SAGA_RETRY_QUEUE_TYPE": "quorum", **os.environ}).with_(
+        namespace=args.namespace
+    )
+    document = definitions(settings.topology())
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
