@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient
 
-from orchestrator.devrun import ensure_rabbitmq
-from orchestrator.embedded import EmbeddedMongo
+from orchestrator.dev.devrun import ensure_rabbitmq
+from orchestrator.dev.embedded import EmbeddedMongo
 from orchestrator.settings import DEFAULT_AMQP_URL, Settings
 from tests.helpers import delete_topology
 

@@ -8,7 +8,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-import aio_pika
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchestrator.messaging.connection import connect_amqp
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
@@ -58,8 +60,32 @@ async def run_cli(settings: Settings, *argv: str, timeout: float = 60.0) -> tupl
 
 async def delete_topology(settings: Settings) -> None:
     """Delete a namespace's exchanges and queues (with this variant's retry tiers)."""
-    label = {"connection_name": f"{settings.namespace}.teardown"}
-    connection = await aio_pika.connect(settings.amqp_url, client_properties=label)
+    connection = await connect_amqp(
+        settings.amqp_urls,
+        name=f"{settings.namespace}.teardown",
+        ssl_context=settings.amqp_ssl_context(),
+    )
     async with connection:
         channel = await connection.channel()
         await settings.topology().delete(channel)
+
+
+async def delete_queues_beyond(settings: Settings, running: Settings) -> None:
+    """Delete the queues ``settings`` declares that the ``running`` system does not (an
+    instance with other sagas declared them; the running system's stay)."""
+    keep = set(running.topology().all_queue_names())
+    connection = await connect_amqp(settings.amqp_urls, name=f"{settings.namespace}.teardown")
+    async with connection:
+        channel = await connection.channel()
+        for name in settings.topology().all_queue_names():
+            if name not in keep:
+                await channel.queue_delete(name)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name{labels}`` in a Prometheus text exposition."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from contracts import AuthorizePayment, VoidPayment
-from orchestrator.api import create_app
-from orchestrator.embedded import free_port
-from orchestrator.settings import Settings
-from orchestrator.state import EventType, Status
-from participants.readside import ReadSideService
+from orchestrator.ops.retention import prune_history
+from orchestrator.packs.order_fulfilment.commands import restock
+from orchestrator.readside import ReadSideService
+from orchestrator.saga.state import EventType, Status
 from tests.faults import Broken
-from tests.helpers import eventually
+from tests.helpers import eventually, metric_value
+from tests.integration.apiserver import serve_api
 from tests.integration.conftest import System, SystemFactory
+from tests.integration.test_retention import finished_long_ago
 
 pytestmark = pytest.mark.integration
 
@@ -38,31 +38,13 @@ def order(**changes: Any) -> dict[str, Any]:
     return body | changes
 
 
-@asynccontextmanager
-async def serve_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API served by uvicorn on a free port, and a client for it."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: asyncio.sleep(0, server.started), what="API started")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        await serving
-
-
 @pytest.fixture
 async def api(make_system: SystemFactory) -> AsyncIterator[tuple[System, httpx.AsyncClient]]:
     """The system, its read side, and the API over HTTP."""
     system = await make_system(operator_token=TOKEN)
     await system.start_extra(ReadSideService(system.settings))
-    async with serve_api(system.settings) as http:
-        await system.client.restock("apple", 20)
+    async with serve_api(system.settings, headers=AUTH) as http:
+        await restock(system.client, "apple", 20)
         await eventually(
             lambda: system.levels("apple"), until=lambda lv: lv.available == 20, what="stock seeded"
         )
@@ -93,11 +75,11 @@ async def test_idempotency_key_under_concurrent_duplicates_starts_one_saga(
     other = await http.post(
         "/orders", json=order(amount_cents=1), headers={"Idempotency-Key": "key-1"}
     )
-    assert other.status_code == 422
+    assert other.status_code == 409
     assert "different order" in other.json()["detail"]
     missing = await http.post("/orders", json=order())
-    assert missing.status_code == 400
-    assert "Idempotency-Key" in missing.json()["detail"]
+    assert missing.status_code == 422
+    assert ["header", "idempotency-key"] in [e["loc"] for e in missing.json()["detail"]]
 
 
 async def test_timeline_lists_events_in_order_with_attempts_and_errors(
@@ -122,6 +104,17 @@ async def test_timeline_lists_events_in_order_with_attempts_and_errors(
     assert [e["type"] for e in timeline][-1] == "saga_compensated"
     assert (await http.get("/sagas/does-not-exist")).status_code == 404
 
+    # once retention removed it, the saga answers 410 "pruned", not 404 "unknown"
+    await finished_long_ago(system, saga_id)
+    store = system.client.store
+    report = await prune_history(
+        store, store.commits.database, older_than=timedelta(days=30), now=datetime.now(UTC)
+    )
+    assert report.sagas == 1
+    gone = await http.get(f"/sagas/{saga_id}")
+    assert gone.status_code == 410
+    assert "pruned" in gone.json()["detail"]
+
 
 async def test_lists_stock_metrics_and_bad_requests(api: tuple[System, httpx.AsyncClient]) -> None:
     system, http = api
@@ -141,12 +134,23 @@ async def test_lists_stock_metrics_and_bad_requests(api: tuple[System, httpx.Asy
     assert stock.json() == {"sku": "apple", "available": 18, "reserved": 0, "shipped": 2}
     metrics = await eventually(
         lambda: http.get("/metrics"),
-        until=lambda r: 'outcome="completed"} 1' in r.text,
+        until=lambda r: (
+            metric_value(
+                r.text,
+                "saga_analytics_outcomes_total",
+                saga="order_fulfilment",
+                outcome="completed",
+            )
+            == 1
+        ),
         what="metrics counted",
     )
-    assert "saga_step_duration_seconds_count" in metrics.text
+    step = {"saga": "order_fulfilment", "step": "reserve_stock", "outcome": "step_succeeded"}
+    assert metric_value(metrics.text, "saga_analytics_step_duration_seconds_count", **step) == 1
+    assert metric_value(metrics.text, "saga_in_flight", status="running") == 0
+    assert metrics.headers["content-type"].startswith("text/plain")
 
-    assert (await http.get("/sagas", params={"status": "nonsense"})).status_code == 400
+    assert (await http.get("/sagas", params={"status": "nonsense"})).status_code == 422
     assert (await http.get("/stock/bad sku!")).status_code == 422
     assert (
         await http.post("/orders", json={"order_id": ""}, headers={"Idempotency-Key": "x"})
@@ -158,21 +162,25 @@ async def test_lists_stock_metrics_and_bad_requests(api: tuple[System, httpx.Asy
 
 async def test_changes_need_the_operator_token(api: tuple[System, httpx.AsyncClient]) -> None:
     system, http = api
-    refused = await http.post("/stock/apple/restock", json={"units": 5})
-    assert refused.status_code == 401
-    wrong = await http.post(
-        "/stock/apple/restock", json={"units": 5}, headers={"Authorization": "Bearer nope"}
-    )
-    assert wrong.status_code == 401
-    assert (await http.post("/sagas/x/resume")).status_code == 401
+    key = {"Idempotency-Key": "restock-1"}
+    async with httpx.AsyncClient(base_url=http.base_url) as anonymous:
+        refused = await anonymous.post("/stock/apple/restock", json={"units": 5}, headers=key)
+        assert refused.status_code == 401
+        wrong = await anonymous.post(
+            "/stock/apple/restock",
+            json={"units": 5},
+            headers=key | {"Authorization": "Bearer nope"},
+        )
+        assert wrong.status_code == 401
+        assert (await anonymous.post("/sagas/x/resume")).status_code == 401
 
-    done = await http.post("/stock/apple/restock", json={"units": 5}, headers=AUTH)
+    done = await http.post("/stock/apple/restock", json={"units": 5}, headers=key)
     assert done.status_code == 202
     await eventually(
         lambda: system.levels("apple"), until=lambda lv: lv.available == 25, what="restocked"
     )
     assert (
-        await http.post("/stock/apple/restock", json={"units": -1}, headers=AUTH)
+        await http.post("/stock/apple/restock", json={"units": -1}, headers=key)
     ).status_code == 422
 
 
@@ -213,16 +221,16 @@ async def test_dead_letters_listed_inspected_replayed_and_discarded_over_http(
     saga_id = await system.order(("apple", 1))
     async with serve_api(system.settings) as http:
         queues = await eventually(
-            lambda: http.get("/dead-letters"),
+            lambda: http.get("/dead-letters", headers=AUTH),
             until=lambda r: any(q["messages"] == 1 for q in r.json()),
             what="the command dead-lettered",
         )
         depth = {q["work_queue"].split(".", 1)[1]: q["messages"] for q in queues.json()}
         assert depth["payment.commands"] == 1
-        letters = (await http.get("/dead-letters/payment.commands")).json()
+        letters = (await http.get("/dead-letters/payment.commands", headers=AUTH)).json()
         assert [(x["saga_id"], x["reason"]) for x in letters] == [(saga_id, "retries_exhausted")]
         assert letters[0]["body"]["amount_cents"] == 1000
-        assert (await http.get("/dead-letters/nope")).status_code == 404
+        assert (await http.get("/dead-letters/nope", headers=AUTH)).status_code == 404
 
         broken.fixed = True
         selection = {"saga_id": saga_id}
@@ -236,7 +244,7 @@ async def test_dead_letters_listed_inspected_replayed_and_discarded_over_http(
         )
         assert dry.json()["ok"]
         assert [o["status"] for o in dry.json()["outcomes"]] == ["would"]
-        assert len((await http.get("/dead-letters/payment.commands")).json()) == 1
+        assert len((await http.get("/dead-letters/payment.commands", headers=AUTH)).json()) == 1
         assert (await system.client.state(saga_id)).status is Status.RUNNING
 
         done = await http.post(
@@ -244,7 +252,7 @@ async def test_dead_letters_listed_inspected_replayed_and_discarded_over_http(
         )
         assert [o["status"] for o in done.json()["outcomes"]] == ["done"]
         assert (await system.settle(saga_id)).status is Status.COMPLETED
-        assert (await http.get("/dead-letters/payment.commands")).json() == []
+        assert (await http.get("/dead-letters/payment.commands", headers=AUTH)).json() == []
 
         bad = await http.post(
             "/dead-letters/payment.commands/discard", json={"all": True}, headers=AUTH

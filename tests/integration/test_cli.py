@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.state import Status
-from participants.readside import ReadSideService
+from orchestrator.packs.order_fulfilment.commands import restock
+from orchestrator.readside import ReadSideService
+from orchestrator.saga.state import Status
 from tests.helpers import eventually, run_cli
 from tests.integration.conftest import System
 
@@ -35,7 +36,7 @@ async def test_order_status_stock_and_publish(system: System, tmp_path: Path) ->
     code, out, _ = await run_cli(s, "status", "cli-saga-1")
     assert code == 0
     assert "saga cli-saga-1 (order_fulfilment): completed" in out
-    assert out.count("succeeded") == 3
+    assert out.count("succeeded") == 5, "five steps: reserve, authorize, schedule, capture, ship"
 
     code, out, _ = await run_cli(s, "stock", "apple")
     assert code == 0
@@ -77,7 +78,7 @@ async def test_sagas_stuck_and_rebuild(system: System) -> None:
     readside = ReadSideService(system.settings)
     await system.start_extra(readside)
     s = system.settings
-    await system.client.restock("pear", 5)
+    await restock(system.client, "pear", 5)
     await eventually(
         lambda: system.levels("pear"), until=lambda lv: lv.available == 5, what="restocked"
     )

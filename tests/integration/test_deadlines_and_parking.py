@@ -8,8 +8,8 @@ import pytest
 
 from contracts import ReleaseStock, ScheduleShipment, StockReserved
 from orchestrator.messaging.envelope import build_message
-from orchestrator.service import OrchestratorService
-from orchestrator.state import EventType, Status
+from orchestrator.runtime.service import OrchestratorService
+from orchestrator.saga.state import EventType, Status
 from participants.inventory import InventoryService
 from participants.payment import PaymentService
 from participants.shipping import ShippingService
@@ -74,7 +74,7 @@ async def test_failing_compensation_parks_the_saga_until_resumed(
     await system.inventory.inventory.set_stock("apple", 5)
     broken = Broken(system.inventory.release)
     system.inventory.on_command(ReleaseStock, broken)
-    limit = system.settings.payment_decline_above_cents
+    limit = system.payment.payments.decline_above_cents
 
     saga_id = await system.order(("apple", 2), amount_cents=limit + 1)
     parked = await system.settle(saga_id)
@@ -179,7 +179,9 @@ async def test_replies_for_unknown_and_finished_sagas_are_counted_not_fatal(
             StockReserved(order_id="x"), message_id=f"{saga_id}:stray", correlation_id=saga_id
         )
         await system.client.bus.publish(
-            stray, exchange=topology.replies_exchange, routing_key=topology.reply_key
+            stray,
+            exchange=topology.replies_exchange,
+            routing_key=topology.reply_key("order_fulfilment"),
         )
     stats = system.orchestrator.runtime.stats
     await eventually(
@@ -187,7 +189,7 @@ async def test_replies_for_unknown_and_finished_sagas_are_counted_not_fatal(
         until=lambda r: r.get("unknown_saga") == 1 and r.get("unexpected_reply") == 1,
         what="stray replies counted",
     )
-    dlq = topology.queue("orchestrator.replies").dlq
+    dlq = topology.queue("orchestrator.order_fulfilment.replies").dlq
     dead = await eventually(
         lambda: take_all(system.settings.amqp_url, dlq),
         until=bool,

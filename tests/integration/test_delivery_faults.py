@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from orchestrator.messaging.bus import Bus
-from orchestrator.outbox import OutboxPublisher
-from orchestrator.state import Status
-from orchestrator.store import OutboxEntry
+from orchestrator.ports import OutboxPublisher
+from orchestrator.saga.commits import Commit, OutboxEntry
+from orchestrator.saga.state import Status
 from tests.helpers import eventually
 from tests.integration.conftest import System
 
@@ -69,11 +69,11 @@ class CrashBeforePublishing:
         self.routing_key = routing_key
         self.crashed = asyncio.Event()
 
-    async def publish(self, *, saga_id: str, causation_id: str, entry: OutboxEntry) -> None:
+    async def publish(self, *, commit: Commit, entry: OutboxEntry) -> None:
         if entry.routing_key == self.routing_key:
             self.crashed.set()
             await asyncio.Event().wait()  # the process is gone; nothing after this runs
-        await self.inner.publish(saga_id=saga_id, causation_id=causation_id, entry=entry)
+        await self.inner.publish(commit=commit, entry=entry)
 
 
 async def test_crash_between_store_and_publish_delays_but_never_drops(system: System) -> None:

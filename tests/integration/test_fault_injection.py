@@ -14,12 +14,12 @@ from pydantic import ValidationError
 
 from contracts import AuthorizePayment, OrderLine, ReleaseStock, ReserveStock, RestockStock
 from orchestrator.client import new_saga_id
+from orchestrator.dev.harness import FaultsClient, FaultsNotApplied
+from orchestrator.dev.processes import ServiceProcess
 from orchestrator.errors import BrokerUnavailable
-from orchestrator.harness import FaultsClient, FaultsNotApplied
-from orchestrator.processes import ServiceProcess
+from orchestrator.saga.state import EventType, Status
 from orchestrator.settings import Settings
-from orchestrator.state import EventType, Status
-from participants.faults import NO_FAULTS, FaultInjector, FaultRule
+from participants.kit.faults import NO_FAULTS, FaultInjector, FaultRule
 from participants.shipping import ShippingService
 from tests.helpers import eventually
 from tests.integration.conftest import System, SystemFactory
@@ -68,11 +68,14 @@ def test_a_rule_matches_on_participant_saga_and_expiry() -> None:
 
 
 def test_decline_only_hits_commands_that_have_a_business_refusal() -> None:
-    """Compensations and restocks cannot be refused, so a decline rule passes them by."""
+    """Compensations and restocks cannot be refused (their handlers register no refusal
+    with the kit), so a decline rule passes them by."""
     rule = FaultRule(participant="*", action="decline")
-    assert rule.matches("inventory", RESERVE, "s1", now=NOW)
-    assert not rule.matches("inventory", ReleaseStock(order_id="o"), "s1", now=NOW)
-    assert not rule.matches("inventory", RestockStock(sku="apple", units=1), "s1", now=NOW)
+    assert rule.matches("inventory", RESERVE, "s1", now=NOW, refusable=True)
+    release = ReleaseStock(order_id="o")
+    assert not rule.matches("inventory", release, "s1", now=NOW, refusable=False)
+    restock = RestockStock(sku="apple", units=1)
+    assert not rule.matches("inventory", restock, "s1", now=NOW, refusable=False)
 
 
 def test_rules_are_frozen_and_validated() -> None:
@@ -148,8 +151,8 @@ async def test_decline_is_a_business_refusal_for_the_matching_saga_only(
         action="decline",
         reason="card reported stolen",
     )
-    acks = await faults_of(system).install(rule, listeners=3)
-    assert sorted(a.service for a in acks) == ["inventory", "payment", "shipping"]
+    acks = await faults_of(system).install(rule, listeners=4)
+    assert sorted(a.service for a in acks) == ["inventory", "payment", "returns", "shipping"]
     assert [a.rules for a in acks if a.service == "payment"] == [(rule.rule_id,)]
 
     await system.order(("apple", 1), saga_id=target)
@@ -171,7 +174,7 @@ async def test_raise_is_a_transient_error_retried_while_the_count_lasts(
     system = await make_system(faults_enabled=True)
     await system.inventory.inventory.set_stock("apple", 5)
     rule = FaultRule(participant="inventory", command="reserve_stock", action="raise", count=2)
-    await faults_of(system).install(rule, listeners=3)
+    await faults_of(system).install(rule, listeners=4)
 
     saga_id = await system.order(("apple", 1))
 
@@ -189,7 +192,7 @@ async def test_delay_holds_the_reply_after_the_effect_is_stored(
     rule = FaultRule(
         participant="shipping", command="schedule_shipment", action="delay", delay_seconds=1.0
     )
-    await faults_of(system).install(rule, listeners=3)
+    await faults_of(system).install(rule, listeners=4)
 
     saga_id = await system.order(("apple", 1))
     await eventually(lambda: system.shipment_of(saga_id), what="shipment booked")
@@ -215,7 +218,7 @@ async def test_drop_loses_the_reply_and_the_resend_recovers(make_system: SystemF
     )
     await system.inventory.inventory.set_stock("apple", 5)
     rule = FaultRule(participant="payment", command="authorize_payment", action="drop", count=1)
-    await faults_of(system).install(rule, listeners=3)
+    await faults_of(system).install(rule, listeners=4)
 
     saga_id = await system.order(("apple", 1))
 
@@ -232,13 +235,14 @@ async def test_duplicate_sends_the_reply_n_times_and_the_saga_takes_it_once(
     system = await make_system(faults_enabled=True)
     await system.inventory.inventory.set_stock("apple", 5)
     rule = FaultRule(participant="inventory", command="reserve_stock", action="duplicate", copies=3)
-    await faults_of(system).install(rule, listeners=3)
+    await faults_of(system).install(rule, listeners=4)
     sent = system.inventory.replies_sent
 
     saga_id = await system.order(("apple", 1))
 
     assert (await system.settle(saga_id)).status is Status.COMPLETED
-    assert system.inventory.replies_sent - sent == 3
+    # three copies of StockReserved, and the reply to ship_stock (order saga v2)
+    assert system.inventory.replies_sent - sent == 3 + 1
     stats = system.orchestrator.runtime.stats
     await eventually(lambda: asyncio.sleep(0, stats.duplicates), until=lambda n: n >= 2)
     reserved = [
@@ -273,7 +277,7 @@ async def test_crash_exits_the_process_before_the_ack_and_the_restart_completes_
             count=1,
             exit_code=71,
         )
-        await faults_of(system).install(rule, listeners=3)
+        await faults_of(system).install(rule, listeners=4)
 
         await system.order(("apple", 1), saga_id=saga_id)
 
@@ -307,7 +311,7 @@ async def test_rules_change_at_run_time_and_a_new_instance_loads_them_at_start(
     await system.inventory.inventory.set_stock("apple", 5)
     faults = faults_of(system)
     rule = FaultRule(participant="shipping", command="schedule_shipment", action="decline")
-    await faults.install(rule, listeners=3)
+    await faults.install(rule, listeners=4)
     refused = await system.order(("apple", 1))
     assert (await system.settle(refused)).status is Status.COMPENSATED
 
@@ -316,7 +320,7 @@ async def test_rules_change_at_run_time_and_a_new_instance_loads_them_at_start(
     assert isinstance(late_starter.faults, FaultInjector)
     assert [r.rule_id for r in late_starter.faults.rules] == [rule.rule_id]
 
-    acks = await faults.clear(listeners=4)
+    acks = await faults.clear(listeners=5)
     assert all(a.rules == () for a in acks)
     completed = await system.order(("apple", 1))
 
@@ -333,7 +337,7 @@ async def test_a_count_is_shared_by_every_instance(make_system: SystemFactory) -
     rule = FaultRule(
         participant="payment", command=AuthorizePayment.TYPE, action="decline", count=2
     )
-    await faults_of(system).install(rule, listeners=4)
+    await faults_of(system).install(rule, listeners=5)
 
     sagas = [await system.order(("apple", 1)) for _ in range(6)]
 

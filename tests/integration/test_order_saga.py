@@ -4,34 +4,46 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.state import EventType, Status
-from tests.integration.conftest import System
+from orchestrator.client import new_saga_id
+from orchestrator.dev.harness import FaultsClient
+from orchestrator.saga.state import EventType, Status
+from participants.kit.faults import FaultRule
+from tests.integration.conftest import System, SystemFactory
 
 pytestmark = pytest.mark.integration
 
 
 async def test_happy_path_reserves_authorizes_ships_then_settles(system: System) -> None:
-    """The order completes: stock is reduced by the order, the payment is authorized (then
-    captured on completion) and a shipment is scheduled."""
+    """The order completes (v2) only once all five steps are done: stock is reduced by
+    the order and shipped, the payment is captured and a shipment is scheduled."""
     await system.inventory.inventory.set_stock("apple", 10)
     await system.inventory.inventory.set_stock("pear", 5)
 
     saga_id = await system.order(("apple", 3), ("pear", 2), amount_cents=4_200)
     state = await system.settle(saga_id)
 
-    assert state.status is Status.COMPLETED
-    assert state.done == ("reserve_stock", "authorize_payment", "schedule_shipment")
+    assert (state.status, state.saga_version) == (Status.COMPLETED, 2)
+    assert state.done == (
+        "reserve_stock",
+        "authorize_payment",
+        "schedule_shipment",
+        "capture_payment",
+        "ship_stock",
+    )
     payment = await system.payment_of(saga_id)
     assert payment is not None
     assert payment["amount_cents"] == 4_200
-    assert payment["status"] in ("authorized", "captured")
+    assert payment["status"] == "captured", "completed means captured"
+    reservation = await system.inventory.inventory.reservations.find_one({"_id": saga_id})
+    assert reservation is not None
+    assert reservation["status"] == "shipped", "completed means shipped"
     shipment = await system.shipment_of(saga_id)
     assert shipment is not None
     assert shipment["status"] == "scheduled"
     apple, pear = await system.levels("apple"), await system.levels("pear")
-    assert apple.available == 7
+    assert (apple.available, apple.reserved, apple.shipped) == (7, 0, 3)
     assert apple.total == 10
-    assert pear.available == 3
+    assert (pear.available, pear.reserved, pear.shipped) == (3, 0, 2)
     assert pear.total == 5
     history = await system.client.history(saga_id)
     kinds = [e.type for c in history for e in c.events]
@@ -43,9 +55,13 @@ async def test_happy_path_reserves_authorizes_ships_then_settles(system: System)
         EventType.STEP_SUCCEEDED,
         EventType.STEP_STARTED,
         EventType.STEP_SUCCEEDED,
+        EventType.STEP_STARTED,
+        EventType.STEP_SUCCEEDED,
+        EventType.STEP_STARTED,
+        EventType.STEP_SUCCEEDED,
         EventType.SAGA_COMPLETED,
     ]
-    assert [c.version for c in history] == [1, 2, 3, 4]
+    assert [c.version for c in history] == [1, 2, 3, 4, 5, 6]
 
 
 async def test_insufficient_stock_fails_without_payment_and_leaves_stock(system: System) -> None:
@@ -69,7 +85,7 @@ async def test_insufficient_stock_fails_without_payment_and_leaves_stock(system:
 async def test_payment_declined_releases_stock(system: System) -> None:
     """A declined payment compensates the reservation: available stock is back to start."""
     await system.inventory.inventory.set_stock("apple", 10)
-    limit = system.settings.payment_decline_above_cents
+    limit = system.payment.payments.decline_above_cents
 
     saga_id = await system.order(("apple", 4), amount_cents=limit + 1)
     state = await system.settle(saga_id)
@@ -113,3 +129,33 @@ async def test_shipping_failure_voids_payment_then_releases_stock(system: System
     assert payment["status"] == "voided"
     apple = await system.levels("apple")
     assert (apple.available, apple.reserved, apple.shipped) == (10, 0, 0)
+
+
+async def test_a_reserve_that_held_stock_and_never_came_back_is_undone_by_the_release(
+    make_system: SystemFactory,
+) -> None:
+    """An attempt held ``apple`` for the saga, then its process died; that delivery was
+    dead-lettered and discarded. Every later copy of ReserveStock fails before its
+    handler runs (an injected error, as a store outage would), so no reservation is ever
+    decided: the saga gives up on the step and releases. The release carries the
+    order's lines and gives ``apple`` back; nothing stays held."""
+    system = await make_system(
+        faults_enabled=True, step_timeout=0.5, step_max_sends=2, deadline_poll=0.1
+    )
+    inventory = system.inventory.inventory
+    await inventory.set_stock("apple", 5)
+    saga_id = new_saga_id()
+    assert await inventory._hold(saga_id, "apple", 2, "dead-attempt") == "dead-attempt"
+    rule = FaultRule(
+        participant="inventory", command="reserve_stock", saga_id=saga_id, action="raise"
+    )
+    faults = FaultsClient(bus=system.client.bus, database=system.inventory.db)
+    await faults.install(rule, listeners=4)
+
+    await system.order(("apple", 2), saga_id=saga_id)
+
+    state = await system.settle(saga_id)
+    assert (state.status, state.failed_step) == (Status.COMPENSATED, "reserve_stock")
+    apple = await system.levels("apple")
+    assert (apple.available, apple.reserved, apple.shipped) == (5, 0, 0)
+    await system.invariants({"apple": 5}, [saga_id])

@@ -12,9 +12,9 @@ import pytest
 
 from contracts import ScheduleShipment
 from orchestrator.client import SagaClient
-from orchestrator.processes import ServiceProcess
+from orchestrator.dev.processes import ServiceProcess
+from orchestrator.saga.state import Status
 from orchestrator.settings import Settings
-from orchestrator.state import Status
 from participants.inventory import InventoryService
 from tests.faults import HeldUntil
 from tests.helpers import eventually

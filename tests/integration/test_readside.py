@@ -12,16 +12,26 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 
 from contracts import InventoryRestocked
-from orchestrator.embedded import free_port
+from orchestrator.dev.embedded import free_port
 from orchestrator.messaging.envelope import build_message
-from orchestrator.state import EventType, SagaEvent, Status
-from orchestrator.store import Commit
-from participants.readside import ReadSideService, rebuild_projections, stuck_reason
-from participants.readside.summaries import fold, progress_history
-from tests.helpers import eventually
+from orchestrator.ops.stuck import stuck_reason
+from orchestrator.packs.order_fulfilment.commands import restock as send_restock
+from orchestrator.packs.order_fulfilment.readside import StockReadSide
+from orchestrator.readside import ReadSideService, extensions_of, rebuild_projections
+from orchestrator.readside.summaries import fold, progress_history
+from orchestrator.saga.commits import Commit
+from orchestrator.saga.state import EventType, SagaEvent, Status
+from tests.helpers import eventually, metric_value
 from tests.integration.conftest import System, SystemFactory
 
 pytestmark = pytest.mark.integration
+
+
+def stock_side(readside: ReadSideService) -> StockReadSide:
+    """The order pack's read side inside the read-side service."""
+    found = readside.extensions["order_fulfilment"]
+    assert isinstance(found, StockReadSide)
+    return found
 
 
 async def start_readside(system: System) -> ReadSideService:
@@ -32,7 +42,7 @@ async def start_readside(system: System) -> ReadSideService:
 
 async def restock(system: System, sku: str, units: int) -> None:
     before = (await system.levels(sku)).available
-    await system.client.restock(sku, units)
+    await send_restock(system.client, sku, units)
     await eventually(
         lambda: system.levels(sku),
         until=lambda lv: lv.available == before + units,
@@ -51,7 +61,7 @@ async def run_mixed_sagas(system: System) -> list[str]:
     """Completed, failed (no stock), compensated (declined, undeliverable)."""
     await restock(system, "apple", 10)
     await restock(system, "pear", 2)
-    limit = system.settings.payment_decline_above_cents
+    limit = system.payment.payments.decline_above_cents
     sagas = [
         await system.order(("apple", 2)),
         await system.order(("apple", 1), ("pear", 1)),
@@ -81,7 +91,7 @@ async def test_projections_match_the_event_store_and_rebuild_identically(system:
     await eventually(summaries, until=lambda got: got == expected, what="summaries caught up")
 
     async def stock_views() -> tuple[Any, Any]:
-        projected = await readside.stock.levels(["apple", "pear"])
+        projected = await stock_side(readside).stock.levels(["apple", "pear"])
         actual = {s: await system.levels(s) for s in ("apple", "pear")}
         return (
             {k: (v.available, v.reserved, v.shipped) for k, v in projected.items()},
@@ -98,11 +108,17 @@ async def test_projections_match_the_event_store_and_rebuild_identically(system:
         for name in (
             "readside_sagas",
             "readside_stock_sagas",
+            "readside_stock_levels",
             "readside_restocks",
             "readside_analytics",
+            "readside_metrics",
         )
     }
-    rebuilt = await rebuild_projections(readside.db)
+    in_flight = await readside.summaries.in_flight_counts()
+    rebuilt = await rebuild_projections(
+        readside.db, extensions=extensions_of(system.settings, readside.db)
+    )
+    assert await readside.summaries.in_flight_counts() == in_flight
     after = {name: await readside.db[name].find({}).sort("_id", 1).to_list(None) for name in before}
     assert rebuilt == len(sagas)
     assert after == before
@@ -143,7 +159,7 @@ async def test_a_redelivered_event_changes_a_projection_once(system: System) -> 
         )
 
     levels = await eventually(
-        lambda: readside.stock.levels(["apple"]),
+        lambda: stock_side(readside).stock.levels(["apple"]),
         until=lambda lv: lv["apple"].available == 16,
         what="extra restock applied once",
     )
@@ -158,13 +174,13 @@ async def test_a_redelivered_event_changes_a_projection_once(system: System) -> 
 
 async def test_low_stock_fires_once_per_crossing(system: System) -> None:
     readside = await start_readside(system)
-    threshold = system.settings.low_stock_threshold
+    threshold = stock_side(readside).lowstock.threshold
     await restock(system, "kiwi", threshold + 3)
 
     for _ in range(5):  # down to threshold - 2: crosses once
         assert (await system.settle(await system.order(("kiwi", 1)))).status is Status.COMPLETED
     notes = await eventually(
-        lambda: readside.lowstock.notifications("kiwi"),
+        lambda: stock_side(readside).lowstock.notifications("kiwi"),
         until=lambda n: len(n) >= 1,
         what="first low-stock notification",
     )
@@ -173,7 +189,7 @@ async def test_low_stock_fires_once_per_crossing(system: System) -> None:
         await system.settle(await system.order(("kiwi", 1)))
 
     notes = await eventually(
-        lambda: readside.lowstock.notifications("kiwi"),
+        lambda: stock_side(readside).lowstock.notifications("kiwi"),
         until=lambda n: len(n) >= 2,
         what="second crossing notified",
     )
@@ -182,7 +198,7 @@ async def test_low_stock_fires_once_per_crossing(system: System) -> None:
         until=lambda docs: len(docs) == 14,
         what="all events consumed",
     )
-    notes = await readside.lowstock.notifications("kiwi")
+    notes = await stock_side(readside).lowstock.notifications("kiwi")
     assert [n["_id"] for n in notes] == ["kiwi:1", "kiwi:2"]
     assert all(n["available"] < threshold for n in notes)
     assert all(n["delivered"] == "yes" for n in notes)
@@ -199,14 +215,15 @@ async def test_analytics_count_outcomes_durations_and_compensations(system: Syst
 
     text = await readside.analytics.metrics()
 
-    assert 'saga_outcomes_total{saga="order_fulfilment",outcome="completed"} 2' in text
-    assert 'saga_outcomes_total{saga="order_fulfilment",outcome="failed"} 1' in text
-    assert 'saga_outcomes_total{saga="order_fulfilment",outcome="compensated"} 2' in text
-    assert 'saga_compensations_total{saga="order_fulfilment"} 3' in text
-    assert (
-        'saga_step_duration_seconds_count{saga="order_fulfilment",'
-        'step="reserve_stock",outcome="step_succeeded"} 4'
-    ) in text
+    saga = "order_fulfilment"
+    outcomes = {
+        o: metric_value(text, "saga_analytics_outcomes_total", saga=saga, outcome=o)
+        for o in ("completed", "failed", "compensated")
+    }
+    assert outcomes == {"completed": 2, "failed": 1, "compensated": 2}
+    assert metric_value(text, "saga_analytics_compensations_total", saga=saga) == 3
+    step = {"saga": saga, "step": "reserve_stock", "outcome": "step_succeeded"}
+    assert metric_value(text, "saga_analytics_step_duration_seconds_count", **step) == 4
 
 
 async def test_stuck_list_finds_a_saga_without_deadline_not_healthy_ones(system: System) -> None:
@@ -246,11 +263,16 @@ async def test_stuck_list_finds_a_saga_without_deadline_not_healthy_ones(system:
     )
     healthy = await system.order(("apple", 1))
     await system.settle(healthy)
-    await rebuild_projections(readside.db)
+    await rebuild_projections(readside.db, extensions=extensions_of(system.settings, readside.db))
 
     found = {}
     async for summary in readside.summaries.unsettled():
-        reason = stuck_reason(summary, now=datetime.now(UTC), threshold=timedelta(minutes=5))
+        reason = stuck_reason(
+            summary,
+            now=datetime.now(UTC),
+            threshold=timedelta(minutes=5),
+            registry=system.settings.registry(),
+        )
         if reason:
             found[summary["_id"]] = reason
     assert list(found) == [stuck_id]
@@ -289,9 +311,9 @@ async def test_low_stock_is_posted_to_the_webhook_when_one_is_set(
     serving = asyncio.create_task(server.serve())
     try:
         await eventually(lambda: asyncio.sleep(0, server.started), what="webhook up")
-        system = await make_system(webhook_url=f"http://127.0.0.1:{port}/hook")
+        system = await make_system(extra={"LOW_STOCK_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook"})
         readside = await start_readside(system)
-        threshold = system.settings.low_stock_threshold
+        threshold = stock_side(readside).lowstock.threshold
         await restock(system, "fig", threshold)
         await system.settle(await system.order(("fig", 1)))
 
@@ -304,7 +326,7 @@ async def test_low_stock_is_posted_to_the_webhook_when_one_is_set(
         assert received[0]["available"] == threshold - 1
         assert received[0]["threshold"] == threshold
         notes = await eventually(
-            lambda: readside.lowstock.notifications("fig"),
+            lambda: stock_side(readside).lowstock.notifications("fig"),
             until=lambda n: n and n[0]["delivered"] == "yes",
             what="record marked delivered",
         )

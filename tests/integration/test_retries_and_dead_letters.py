@@ -8,7 +8,7 @@ import aio_pika
 import pytest
 
 from contracts import AuthorizePayment, ReserveStock
-from orchestrator.state import EventType, Status
+from orchestrator.saga.state import EventType, Status
 from tests.faults import Broken, Flaky
 from tests.helpers import eventually
 from tests.integration.conftest import System, SystemFactory

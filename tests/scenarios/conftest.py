@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.harness import HarnessEnv
+from orchestrator.dev.harness import HarnessEnv
 
 
 @pytest.fixture(scope="session")

@@ -26,10 +26,10 @@ from contracts import (
     StockReservationFailed,
     StockReserved,
 )
-from orchestrator.decide import Decision, Incoming, decide, decide_resume, decide_timeout
-from orchestrator.definition import SagaDefinition
-from orchestrator.order_saga import order_fulfilment
-from orchestrator.state import EventType, SagaEvent, SagaState, apply_commit
+from orchestrator.packs.order_fulfilment.definition import order_fulfilment
+from orchestrator.saga.decide import Decision, Incoming, decide, decide_resume, decide_timeout
+from orchestrator.saga.definition import SagaDefinition
+from orchestrator.saga.state import EventType, SagaEvent, SagaState, apply_commit
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 TIMEOUT = 10

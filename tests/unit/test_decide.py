@@ -18,8 +18,8 @@ from contracts import (
     ScheduleShipment,
     VoidPayment,
 )
-from orchestrator.decide import Decision, Incoming, command_id, decide
-from orchestrator.state import EventType, SagaState, Status
+from orchestrator.saga.decide import Decision, Incoming, command_id, command_round, decide
+from orchestrator.saga.state import EventType, SagaState, Status
 from tests.unit.saga_run import (
     NOW,
     ORDER_ID,
@@ -75,6 +75,7 @@ def test_start_records_the_saga_and_its_first_step_and_sends_reserve_stock() -> 
     assert saga_started.step is None
     assert saga_started.data == {
         "saga_name": "order_fulfilment",
+        "saga_version": 1,
         "start": order.model_dump(mode="json"),
         "reference": ORDER_ID,
         "message_id": START_ID,
@@ -107,6 +108,12 @@ def test_start_leaves_the_saga_running_on_its_first_step() -> None:
     assert state.version == 1
     assert state.processed == frozenset({START_ID})
     assert SAGA.load_start(state.data) == place_order()
+
+
+def test_command_round_reads_the_round_of_a_command_id() -> None:
+    assert command_round(command_id("s", "refund_payment", "do")) == 0
+    assert command_round(command_id("s", "refund_payment", "do", 3)) == 3
+    assert command_round("a raw publish's id") == 0
 
 
 def test_command_id_is_saga_step_and_direction() -> None:
@@ -152,9 +159,9 @@ def test_reply_for_an_unknown_saga_is_ignored(reply: Callable[[], Message]) -> N
 def test_message_that_is_no_reply_of_the_saga_is_ignored() -> None:
     run = started()
 
-    decision = run.receive(SagaCompleted(saga_name="order_fulfilment", order_id=ORDER_ID))
+    decision = run.receive(SagaCompleted(saga_name="order_fulfilment", reference=ORDER_ID))
 
-    assert decision == Decision(ignored="not_a_reply_of_saga:saga.completed.v1")
+    assert decision == Decision(ignored="not_a_reply_of_saga:saga.completed.v2")
 
 
 # --- success path ---------------------------------------------------------------------
@@ -221,10 +228,13 @@ def test_shipment_scheduled_completes_the_saga_and_publishes_saga_completed() ->
     assert event_types(decision) == [E.STEP_SUCCEEDED, E.SAGA_COMPLETED]
     assert decision.events[0].step == "schedule_shipment"
     assert sent(decision) == [
-        ("event", "saga.completed.v1", "saga-42:completed", "order_fulfilment.completed")
+        ("event", "saga.completed.v2", "saga-42:completed", "order_fulfilment.completed")
     ]
     assert decision.outbox[0].message == SagaCompleted(
-        saga_name="order_fulfilment", order_id=ORDER_ID
+        saga_name="order_fulfilment",
+        reference=ORDER_ID,
+        saga_version=1,
+        steps=("reserve_stock", "authorize_payment", "schedule_shipment"),
     )
     state = run.state
     assert state.status is Status.COMPLETED
@@ -253,10 +263,10 @@ def test_reservation_failure_fails_the_saga_without_any_command() -> None:
     assert saga_failed.data == {"reason": "out of stock"}
     assert commands(decision) == []
     assert sent(decision) == [
-        ("event", "saga.failed.v1", "saga-42:failed", "order_fulfilment.failed")
+        ("event", "saga.failed.v2", "saga-42:failed", "order_fulfilment.failed")
     ]
     assert decision.outbox[0].message == SagaFailed(
-        saga_name="order_fulfilment", order_id=ORDER_ID, reason="out of stock"
+        saga_name="order_fulfilment", reference=ORDER_ID, reason="out of stock", saga_version=1
     )
     state = run.state
     assert state.status is Status.FAILED
@@ -286,7 +296,7 @@ def test_payment_declined_compensates_the_reservation_with_release_stock() -> No
             "inventory.release_stock",
         )
     ]
-    assert commands(decision) == [ReleaseStock(order_id=ORDER_ID)]
+    assert commands(decision) == [ReleaseStock(order_id=ORDER_ID, lines=place_order().lines)]
     state = run.state
     assert state.status is Status.COMPENSATING
     assert state.step == "reserve_stock"
@@ -307,13 +317,14 @@ def test_stock_released_after_decline_compensates_the_saga() -> None:
         "message_id": "released-1",
     }
     assert sent(decision) == [
-        ("event", "saga.compensated.v1", "saga-42:compensated", "order_fulfilment.compensated")
+        ("event", "saga.compensated.v2", "saga-42:compensated", "order_fulfilment.compensated")
     ]
     assert decision.outbox[0].message == SagaCompensated(
         saga_name="order_fulfilment",
-        order_id=ORDER_ID,
+        reference=ORDER_ID,
         reason="card declined",
         failed_step="authorize_payment",
+        saga_version=1,
     )
     state = run.state
     assert state.status is Status.COMPENSATED
@@ -336,15 +347,16 @@ def test_shipping_failure_undoes_payment_then_stock_in_reverse_order() -> None:
 
     assert event_types(voided) == [E.STEP_COMPENSATED, E.COMPENSATION_STARTED]
     assert [e.step for e in voided.events] == ["authorize_payment", "reserve_stock"]
-    assert commands(voided) == [ReleaseStock(order_id=ORDER_ID)]
+    assert commands(voided) == [ReleaseStock(order_id=ORDER_ID, lines=place_order().lines)]
     assert sent(voided)[0][2:] == ("saga-42:reserve_stock:undo", "inventory.release_stock")
 
     assert event_types(released) == [E.STEP_COMPENSATED, E.SAGA_COMPENSATED]
     assert released.outbox[0].message == SagaCompensated(
         saga_name="order_fulfilment",
-        order_id=ORDER_ID,
+        reference=ORDER_ID,
         reason="address unreachable",
         failed_step="schedule_shipment",
+        saga_version=1,
     )
 
     every_command = [m for d in run.decisions for m in commands(d)]
@@ -491,7 +503,7 @@ def test_late_stock_reserved_after_the_saga_failed_is_released() -> None:
             "inventory.release_stock",
         )
     ]
-    assert commands(decision) == [ReleaseStock(order_id=ORDER_ID)]
+    assert commands(decision) == [ReleaseStock(order_id=ORDER_ID, lines=place_order().lines)]
     assert run.state.status is Status.FAILED
     assert run.state.done == before.done
     assert run.state.version == before.version + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -22,8 +23,17 @@ from contracts import (
     StockReserved,
     VoidPayment,
 )
-from orchestrator.definition import SagaDefinition, Step, routing_key
-from orchestrator.order_saga import ORDER_FULFILMENT, order_fulfilment
+from orchestrator.packs.order_fulfilment.definition import ORDER_FULFILMENT, order_fulfilment
+from orchestrator.saga.definition import (
+    DefinitionError,
+    Retry,
+    SagaDefinition,
+    Step,
+    parallel,
+    routing_key,
+)
+from tests.unit.toy_saga import TOY_START, contracts, toy_saga
+from tests.unit.toy_saga import step as toy_step
 
 
 def _step(**changes: Any) -> Step:
@@ -41,10 +51,11 @@ def _step(**changes: Any) -> Step:
     return Step(**{**fields, **changes})
 
 
-def test_a_well_formed_step_is_accepted() -> None:
+def test_a_well_formed_step_is_accepted_and_leaves_its_deadline_to_the_deployment() -> None:
     step = _step()
 
-    assert (step.timeout, step.max_sends) == (30.0, 3)
+    assert (step.timeout, step.max_sends) == (None, None)
+    assert (step.deadline_seconds, step.sends) == (30.0, 3)
 
 
 def test_a_command_of_another_participant_is_refused() -> None:
@@ -80,7 +91,7 @@ def test_a_step_without_compensation_is_accepted() -> None:
 
 @pytest.mark.parametrize("changes", [{"timeout": 0}, {"timeout": -1.0}, {"max_sends": 0}], ids=str)
 def test_timeout_and_max_sends_must_be_positive(changes: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="timeout must be > 0 and max_sends >= 1"):
+    with pytest.raises(ValueError, match=r"(timeout must be > 0|max_sends must be at least 1)"):
         _step(**changes)
 
 
@@ -118,7 +129,12 @@ def test_order_fulfilment_applies_timeout_and_max_sends_to_every_step() -> None:
     saga = order_fulfilment(timeout=10, max_sends=2)
 
     assert {(s.timeout, s.max_sends) for s in saga.steps} == {(10, 2)}
-    assert {(s.timeout, s.max_sends) for s in ORDER_FULFILMENT.steps} == {(30.0, 3)}
+    assert {(s.timeout, s.max_sends) for s in ORDER_FULFILMENT.steps} == {(None, None)}
+    resolved = ORDER_FULFILMENT.with_defaults(timeout=7, max_sends=4)
+    assert {(s.timeout, s.max_sends) for s in resolved.steps} == {(7, 4)}
+    assert {(s.timeout, s.max_sends) for s in saga.with_defaults(timeout=7, max_sends=4).steps} == {
+        (10, 2)
+    }
 
 
 @pytest.mark.parametrize(
@@ -160,3 +176,117 @@ def test_every_order_saga_command_goes_to_its_participant() -> None:
         assert step.command_type.TYPE.startswith(f"{step.participant}.")
         assert step.compensation_type is not None
         assert step.compensation_type.TYPE.startswith(f"{step.participant}.")
+
+
+# --- parallel groups and retriable steps ----------------------------------------------
+
+
+def test_parallel_groups_make_one_stage_each_and_the_rest_run_alone() -> None:
+    saga = toy_saga(3)
+
+    assert [[s.name for s in stage] for stage in saga.stages] == [
+        ["prep"],
+        ["left", "middle", "right"],
+        ["finish"],
+        ["settle"],
+    ]
+    assert [s.name for s in saga.steps] == ["prep", "left", "middle", "right", "finish", "settle"]
+    assert saga.stage_index("middle") == 1
+    assert saga.stage_of("right") == saga.stages[1]
+    assert {s.group for s in saga.stages[1]} == {"together"}
+
+
+def test_a_group_needs_two_steps() -> None:
+    with pytest.raises(DefinitionError, match="needs at least two steps"):
+        parallel("alone", toy_step("left"))
+
+
+def test_the_steps_of_a_group_must_be_next_to_each_other() -> None:
+    left, right = parallel("together", toy_step("left"), toy_step("right"))
+    with pytest.raises(DefinitionError, match="must be next to each other"):
+        SagaDefinition(name="toy", start=TOY_START, steps=(left, toy_step("prep"), right))
+
+
+def test_a_group_may_not_mix_retriable_and_compensatable_steps() -> None:
+    with pytest.raises(DefinitionError, match="mixes retriable and compensatable"):
+        SagaDefinition(
+            name="toy",
+            start=TOY_START,
+            steps=parallel("mixed", toy_step("left"), toy_step("settle", retriable=True)),
+        )
+
+
+def test_retriable_steps_come_after_the_pivot() -> None:
+    with pytest.raises(DefinitionError, match=r"retriable step 'settle' comes before"):
+        SagaDefinition(
+            name="toy",
+            start=TOY_START,
+            steps=(toy_step("settle", retriable=True), toy_step("prep")),
+        )
+
+
+def test_the_pivot_is_the_last_compensatable_step_when_retriable_steps_follow() -> None:
+    assert toy_saga(2).pivot == "finish"
+    assert ORDER_FULFILMENT.pivot is None
+    only_retriable = SagaDefinition(
+        name="toy", start=TOY_START, steps=(toy_step("settle", retriable=True),)
+    )
+    assert only_retriable.pivot is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        (
+            {
+                "compensate": lambda s: contracts("settle").undo(ref=s.ref),
+                "compensation_type": contracts("settle").undo,
+                "compensated": contracts("settle").undone,
+            },
+            "never compensated",
+        ),
+        ({"max_sends": 3}, r"budget is retry=Retry\(max_sends"),
+    ],
+)
+def test_a_retriable_step_is_never_compensated_and_has_its_own_budget(
+    changes: dict[str, Any], error: str
+) -> None:
+    step = toy_step("settle", retriable=True)
+    with pytest.raises(DefinitionError, match=error):
+        dataclasses.replace(step, **changes)
+
+
+def test_only_a_retriable_step_may_leave_out_its_refusal() -> None:
+    assert dataclasses.replace(toy_step("settle", retriable=True), failure=None).failure is None
+    with pytest.raises(DefinitionError, match="needs its failure reply"):
+        dataclasses.replace(toy_step("prep"), failure=None)
+
+
+@pytest.mark.parametrize("changes", [{"max_sends": 0}, {"backoff": 0.5}, {"max_interval": 0}])
+def test_retry_policies_are_checked(changes: dict[str, Any]) -> None:
+    with pytest.raises(DefinitionError, match="Retry"):
+        Retry(**changes)
+
+
+def test_a_retriable_step_waits_longer_after_each_send_up_to_its_cap() -> None:
+    step = dataclasses.replace(
+        toy_step("settle", retriable=True),
+        timeout=5,
+        retry=Retry(max_sends=9, backoff=3, max_interval=100),
+    )
+
+    assert [step.wait_after(n) for n in range(1, 6)] == [5, 15, 45, 100, 100]
+    assert step.sends == 9
+    assert toy_step("prep").wait_after(4) == toy_step("prep").deadline_seconds
+
+
+def test_deployment_defaults_leave_a_retriable_budget_alone() -> None:
+    step = dataclasses.replace(toy_step("settle", retriable=True), timeout=None)
+    saga = SagaDefinition(name="toy", start=TOY_START, steps=(toy_step("prep"), step))
+
+    resolved = saga.with_defaults(timeout=7, max_sends=4)
+
+    assert resolved.step("settle").timeout == 7
+    assert resolved.step("settle").max_sends is None
+    assert resolved.step("settle").sends == step.retry.max_sends  # type: ignore[union-attr]
+    assert resolved.step("prep").max_sends == toy_step("prep").max_sends

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestrator.state import (
+from orchestrator.saga.state import (
+    Awaiting,
     EventType,
     SagaEvent,
     SagaState,
@@ -173,7 +174,8 @@ def test_evolve_tracks_done_steps_and_removes_them_when_compensated() -> None:
     ],
 )
 def test_evolve_to_a_settled_status_clears_the_deadline(kind: EventType, status: Status) -> None:
-    state = SagaState(saga_id=SAGA_ID, status=Status.RUNNING, step="x", deadline=NOW + seconds(10))
+    waiting = (Awaiting(step="x", deadline=NOW + seconds(10), undo=True),)
+    state = SagaState(saga_id=SAGA_ID, status=Status.COMPENSATING, awaiting=waiting)
 
     after = evolve(state, _event(kind, "x"))
 
@@ -183,9 +185,21 @@ def test_evolve_to_a_settled_status_clears_the_deadline(kind: EventType, status:
 
 
 def test_evolve_resumed_puts_a_parked_saga_back_to_compensating() -> None:
-    state = SagaState(saga_id=SAGA_ID, status=Status.COMPENSATION_FAILED, step="x")
+    state = SagaState(
+        saga_id=SAGA_ID,
+        status=Status.COMPENSATION_FAILED,
+        awaiting=(Awaiting(step="x", undo=True),),
+    )
 
     assert evolve(state, _event(EventType.SAGA_RESUMED)).status is Status.COMPENSATING
+
+
+def test_evolve_resumed_puts_a_stuck_saga_back_to_running() -> None:
+    state = SagaState(
+        saga_id=SAGA_ID, status=Status.COMPLETING_STUCK, awaiting=(Awaiting(step="x"),)
+    )
+
+    assert evolve(state, _event(EventType.SAGA_RESUMED)).status is Status.RUNNING
 
 
 def test_late_success_changes_nothing_but_the_update_time() -> None:
@@ -205,6 +219,7 @@ def test_late_success_changes_nothing_but_the_update_time() -> None:
         (Status.FAILED, True, True),
         (Status.COMPENSATED, True, True),
         (Status.COMPENSATION_FAILED, False, True),
+        (Status.COMPLETING_STUCK, False, True),
     ],
 )
 def test_status_terminal_and_settled(status: Status, terminal: bool, settled: bool) -> None:
@@ -225,6 +240,7 @@ def test_event_stored_form_round_trips() -> None:
 
     assert doc == {
         "type": "command_resent",
+        "schema": 1,
         "at": NOW,
         "step": "reserve_stock",
         "attempt": 2,

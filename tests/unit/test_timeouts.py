@@ -22,11 +22,11 @@ from contracts import (
     ScheduleShipment,
     VoidPayment,
 )
-from orchestrator.decide import Decision, decide_resume, decide_timeout
-from orchestrator.definition import SagaDefinition
-from orchestrator.order_saga import order_fulfilment
-from orchestrator.state import EventType, SagaState
-from orchestrator.state import Status as S
+from orchestrator.packs.order_fulfilment.definition import order_fulfilment
+from orchestrator.saga.decide import Decision, decide_resume, decide_timeout
+from orchestrator.saga.definition import SagaDefinition
+from orchestrator.saga.state import EventType, SagaState
+from orchestrator.saga.state import Status as S
 from tests.unit.saga_run import (
     MAX_SENDS,
     NOW,
@@ -205,7 +205,11 @@ def test_first_step_out_of_sends_is_itself_undone() -> None:
 
     assert event_types(released) == [E.STEP_COMPENSATED, E.SAGA_COMPENSATED]
     assert released.outbox[0].message == SagaCompensated(
-        saga_name="order_fulfilment", order_id=ORDER_ID, reason=reason, failed_step="reserve_stock"
+        saga_name="order_fulfilment",
+        reference=ORDER_ID,
+        reason=reason,
+        failed_step="reserve_stock",
+        saga_version=1,
     )
     assert run.state.status is S.COMPENSATED
 
@@ -220,10 +224,10 @@ def test_a_step_without_compensation_out_of_sends_with_nothing_done_fails_the_sa
     assert event_types(decision) == [E.STEP_TIMED_OUT, E.SAGA_FAILED]
     assert [o.kind for o in decision.outbox] == ["event"]
     assert sent(decision) == [
-        ("event", "saga.failed.v1", "saga-42:failed", "order_fulfilment.failed")
+        ("event", "saga.failed.v2", "saga-42:failed", "order_fulfilment.failed")
     ]
     assert decision.outbox[0].message == SagaFailed(
-        saga_name="order_fulfilment", order_id=ORDER_ID, reason=reason
+        saga_name="order_fulfilment", reference=ORDER_ID, reason=reason, saga_version=1
     )
     assert run.state.status is S.FAILED
     assert run.state.failed_step == "reserve_stock"
@@ -246,14 +250,15 @@ def test_payment_out_of_sends_voids_the_payment_then_releases_the_stock() -> Non
     assert event_types(voided) == [E.STEP_COMPENSATED, E.COMPENSATION_STARTED]
     assert [e.step for e in voided.events] == ["authorize_payment", "reserve_stock"]
     assert [(o.message, o.message_id) for o in voided.outbox] == [
-        (ReleaseStock(order_id=ORDER_ID), "saga-42:reserve_stock:undo")
+        (ReleaseStock(order_id=ORDER_ID, lines=place_order().lines), "saga-42:reserve_stock:undo")
     ]
     assert event_types(released) == [E.STEP_COMPENSATED, E.SAGA_COMPENSATED]
     assert released.outbox[0].message == SagaCompensated(
         saga_name="order_fulfilment",
-        order_id=ORDER_ID,
+        reference=ORDER_ID,
         reason="no reply to authorize_payment after 2 sends",
         failed_step="authorize_payment",
+        saga_version=1,
     )
 
 
@@ -269,14 +274,15 @@ def test_shipping_out_of_sends_undoes_every_step_latest_first() -> None:
     assert compensations == [
         CancelShipment(order_id=ORDER_ID),
         VoidPayment(order_id=ORDER_ID),
-        ReleaseStock(order_id=ORDER_ID),
+        ReleaseStock(order_id=ORDER_ID, lines=place_order().lines),
     ]
     assert event_types(released) == [E.STEP_COMPENSATED, E.SAGA_COMPENSATED]
     assert released.outbox[0].message == SagaCompensated(
         saga_name="order_fulfilment",
-        order_id=ORDER_ID,
+        reference=ORDER_ID,
         reason="no reply to schedule_shipment after 2 sends",
         failed_step="schedule_shipment",
+        saga_version=1,
     )
     assert run.state.done == ()
 
@@ -351,7 +357,7 @@ def test_a_compensation_out_of_sends_parks_the_saga() -> None:
     parked = decision.events[0]
     assert parked.step == "reserve_stock"
     assert parked.attempt == MAX_SENDS
-    assert parked.data == {"reason": reason}
+    assert parked.data == {"reason": reason, "phase": "compensation"}
     assert decision.outbox == ()
     state = run.state
     assert state.status is S.COMPENSATION_FAILED
@@ -421,7 +427,7 @@ def test_resume_restarts_the_parked_compensation_with_a_fresh_budget() -> None:
     assert event_types(released) == [E.STEP_COMPENSATED, E.SAGA_COMPENSATED]
     outcome = released.outbox[0].message
     assert isinstance(outcome, SagaCompensated)
-    assert (outcome.order_id, outcome.failed_step) == (ORDER_ID, "authorize_payment")
+    assert (outcome.reference, outcome.failed_step) == (ORDER_ID, "authorize_payment")
     assert outcome.reason == "card declined", "parking keeps the original failure reason"
     assert run.state.status is S.COMPENSATED
 
