@@ -10,17 +10,17 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import aio_pika
-from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+from aio_pika.exceptions import AMQPError
 
 from orchestrator.errors import BrokerUnavailable, NotConnected
 from orchestrator.messaging.connection import TlsRefused, connect_amqp, safe_url, split_urls
+from orchestrator.messaging.publisher import ConfirmingPublisher
 from orchestrator.observability.metrics import watch_reconnects
 
 if TYPE_CHECKING:
     import ssl
 
     from aio_pika.abc import (
-        AbstractExchange,
         AbstractQueue,
         AbstractRobustChannel,
         AbstractRobustConnection,
@@ -37,6 +37,8 @@ class Bus:
 
     Publishing to a named exchange is ``mandatory``: a message no queue would take raises
     instead of vanishing, so the caller keeps it (the outbox) and tries again.
+    Publishing goes through a :class:`ConfirmingPublisher` (one publish of a message id
+    at a time; a channel the broker nacks is replaced).
     """
 
     def __init__(
@@ -56,10 +58,7 @@ class Bus:
         self.topology = topology
         self.publish_timeout = publish_timeout
         self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractRobustChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
-        self._in_flight: dict[str, asyncio.Event] = {}
-        """Message ids being published now, each set when its publish settles."""
+        self._publisher: ConfirmingPublisher | None = None
 
     @classmethod
     def of(cls, settings: Settings, *, name: str, topology: Topology | None = None) -> Bus:
@@ -103,50 +102,35 @@ class Bus:
                     where = ", ".join(safe_url(u) for u in self.urls)
                     raise BrokerUnavailable(f"cannot reach RabbitMQ at {where}: {e}") from e
                 await asyncio.sleep(0.5)
-        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-        self._channel = channel
+        publisher = ConfirmingPublisher(
+            self._connection,
+            name=self.name,
+            exchanges=(
+                self.topology.commands_exchange,
+                self.topology.replies_exchange,
+                self.topology.events_exchange,
+            ),
+            timeout=self.publish_timeout,
+        )
+        await publisher.open()
+        self._publisher = publisher
         await self.topology.prepare(self._connection)
-        for name in (
-            self.topology.commands_exchange,
-            self.topology.replies_exchange,
-            self.topology.events_exchange,
-        ):
-            self._exchanges[name] = await channel.get_exchange(name, ensure=False)
-        self._exchanges[""] = channel.default_exchange
+
+    @property
+    def publisher(self) -> ConfirmingPublisher:
+        """The confirming publisher; raises :class:`NotConnected` before :meth:`connect`."""
+        if self._publisher is None:
+            raise NotConnected(f"bus {self.name!r} is not connected; call connect() first")
+        return self._publisher
 
     async def publish(
         self, message: aio_pika.Message, *, exchange: str, routing_key: str, mandatory: bool = True
     ) -> None:
         """Publish and wait for the broker's confirm; raise :class:`BrokerUnavailable` if
         the broker refuses, returns or does not confirm it."""
-        if self._channel is None:
-            raise NotConnected(f"bus {self.name!r} is not connected; call connect() first")
-        target = self._exchanges.get(exchange)
-        if target is None:
-            target = await self._channel.get_exchange(exchange, ensure=False)
-            self._exchanges[exchange] = target
-        # The client library matches a returned message to its publish by message id: with
-        # one id in flight twice (a relay republish beside the dispatch), a return would
-        # fail the other publish and let the returned one count as confirmed. So a second
-        # publish of an id waits for the first to settle.
-        message_id = message.message_id
-        while message_id and (earlier := self._in_flight.get(message_id)) is not None:
-            await earlier.wait()
-        settled = asyncio.Event()
-        if message_id:
-            self._in_flight[message_id] = settled
-        try:
-            await target.publish(
-                message, routing_key=routing_key, mandatory=mandatory, timeout=self.publish_timeout
-            )
-        except (TimeoutError, DeliveryError, PublishError, AMQPError, OSError, RuntimeError) as e:
-            raise BrokerUnavailable(
-                f"publish to {exchange or '(default)'}/{routing_key} not confirmed: {e!r}"
-            ) from e
-        finally:
-            if message_id and self._in_flight.get(message_id) is settled:
-                del self._in_flight[message_id]
-            settled.set()
+        await self.publisher.publish(
+            message, exchange=exchange, routing_key=routing_key, mandatory=mandatory
+        )
 
     async def consumer_channel(self, *, prefetch: int) -> AbstractRobustChannel:
         """A new channel for a consumer, with its own prefetch."""
@@ -164,5 +148,4 @@ class Bus:
         if self._connection is not None:
             await self._connection.close()
         self._connection = None
-        self._channel = None
-        self._exchanges.clear()
+        self._publisher = None

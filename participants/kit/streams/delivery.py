@@ -26,12 +26,10 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 from faststream import BaseMiddleware
-from faststream.rabbit import RabbitExchange
 
 from contracts import MalformedMessage
-from orchestrator.errors import BrokerUnavailable
+from orchestrator.errors import NotConnected
 from orchestrator.messaging.consumer import ERROR_MESSAGE_LIMIT, dead_letter_headers
 from orchestrator.messaging.envelope import (
     ATTEMPT,
@@ -60,6 +58,7 @@ if TYPE_CHECKING:
     from orchestrator.faults import FaultRule
     from orchestrator.messaging.envelope import Envelope
     from orchestrator.messaging.outage import StoreGate
+    from orchestrator.messaging.publisher import ConfirmingPublisher
     from orchestrator.messaging.topology import Topology, WorkQueue
     from participants.kit.faults import FaultHook
     from participants.kit.streams.participant import StreamParticipant
@@ -105,7 +104,10 @@ class Delivery:
         self.redelivered = 0
         """Deliveries the broker flagged as redelivered (a connection or node was lost
         with them unacked)."""
-        self._replies = RabbitExchange(topology.replies_exchange, declare=False)
+        self.publisher: ConfirmingPublisher | None = None
+        """Set when the service has connected: replies and forwarded copies go through
+        it, on the broker's connection but a channel of our own (confirmed, one publish
+        of a message id at a time, replaced if the broker nacks it)."""
 
     def middleware(self, queue: WorkQueue) -> Any:
         """The middleware factory for the subscriber of ``queue`` (faststream builds one
@@ -117,17 +119,11 @@ class Delivery:
         return build
 
     async def publish(self, message: aio_pika.Message, *, exchange: str, routing_key: str) -> None:
-        """Publish through the broker's confirming channel; raise BrokerUnavailable if
-        the broker returns, refuses or does not confirm it."""
-        target = self._replies if exchange == self._replies.name else RabbitExchange(exchange)
-        try:
-            await self.broker.publish(
-                message, exchange=target, routing_key=routing_key, timeout=self.publish_timeout
-            )
-        except (TimeoutError, DeliveryError, PublishError, AMQPError, OSError, RuntimeError) as e:
-            raise BrokerUnavailable(
-                f"publish to {exchange or '(default)'}/{routing_key} not confirmed: {e!r}"
-            ) from e
+        """Publish, confirmed; raise BrokerUnavailable if the broker returns, refuses or
+        does not confirm it."""
+        if self.publisher is None:
+            raise NotConnected("the participant's publisher is not open; start the service")
+        await self.publisher.publish(message, exchange=exchange, routing_key=routing_key)
 
     async def send_reply(
         self, envelope: Envelope, reply: Message, *, fault: FaultRule | None = None

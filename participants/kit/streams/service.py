@@ -6,9 +6,10 @@ subscribers then consume their queues passively, so no argument can disagree. Re
 (stores) are built for the handlers' ``uses(...)`` dependencies, the fault injector starts when
 ``SAGA_FAULTS_ENABLED`` is set, and only then does consuming begin.
 
-Publishing goes through the broker's default channel with publisher confirms and
-``on_return_raises``: a reply or a forwarded copy that no queue takes is an error, not a
-silent loss.
+Publishing goes through a channel of our own on the broker's connection
+(``orchestrator.messaging.publisher.ConfirmingPublisher``, as the Bus publishes):
+confirmed and mandatory, so a reply or a forwarded copy that no queue takes is an error,
+not a silent loss; one publish of a message id at a time; replaced when the broker nacks.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.messaging.bus import Bus
 from orchestrator.messaging.connection import failover_class
 from orchestrator.messaging.outage import StoreGate
+from orchestrator.messaging.publisher import ConfirmingPublisher
 from orchestrator.observability import metrics, probes
 from orchestrator.runtime.host import run_service
 from orchestrator.settings import Settings
@@ -145,6 +147,11 @@ class StreamService:
         )
         self._connection = await self.broker.connect()
         await self.topology.prepare(self._connection)
+        publisher = ConfirmingPublisher(
+            self._connection, name=self.name, exchanges=(self.topology.replies_exchange,)
+        )
+        await publisher.open()
+        self.delivery.publisher = publisher
         metrics.watch_reconnects(self._connection, self.name)
         for name, build in self.participant.resources.items():
             self.delivery.resources[name] = await build(self)

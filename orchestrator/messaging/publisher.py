@@ -1,0 +1,139 @@
+"""Confirmed publishing on one channel of a robust connection, shared by the Bus and the
+faststream participant kit.
+
+* Every publish waits for the broker's confirm; a message the broker returns, refuses
+  or does not confirm in time raises :class:`BrokerUnavailable`, so the caller keeps it
+  and publishes again.
+* A second publish of a message id waits until the first settles: the client library
+  matches a returned message to its publish by message id, so with one id in flight
+  twice (a relay republish beside the dispatch), a return would fail the other publish
+  and let the returned one count as confirmed.
+* A publish the broker nacks fails, and the channel is replaced before the next one.
+  After a cluster node dies, a channel on the node the connection failed over to can go
+  on nacking every publish to quorum queues that have a new leader, while other
+  channels publish to the same queues (seen with RabbitMQ 3.10 in
+  ``tests/integration/test_cluster_failover.py``: one service's replies were refused
+  for minutes and its commands dead-lettered). A fresh channel publishes again. A nack
+  is otherwise rare (an internal broker error), so a new channel costs nothing in
+  normal running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import structlog
+from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+
+from orchestrator.errors import BrokerUnavailable, NotConnected
+
+if TYPE_CHECKING:
+    import aio_pika
+    from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+
+__all__ = ["ConfirmingPublisher", "nacked"]
+
+log = structlog.get_logger(__name__)
+
+
+def nacked(error: BaseException) -> bool:
+    """Whether the broker refused the publish with a ``basic.nack`` (not a return)."""
+    return (
+        isinstance(error, DeliveryError)
+        and not isinstance(error, PublishError)
+        and getattr(error.frame, "name", None) == "Basic.Nack"
+    )
+
+
+class ConfirmingPublisher:
+    """A confirming channel on ``connection`` with the named exchanges looked up (not
+    declared); :meth:`open` before the first publish."""
+
+    def __init__(
+        self,
+        connection: AbstractConnection,
+        *,
+        name: str,
+        exchanges: Iterable[str] = (),
+        timeout: float = 15.0,
+    ) -> None:
+        self.connection = connection
+        self.name = name
+        self.timeout = timeout
+        self._names = tuple(exchanges)
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._in_flight: dict[str, asyncio.Event] = {}
+        """Message ids being published now, each set when its publish settles."""
+        self._renewing = asyncio.Lock()
+        self.renewed = 0
+        """Channels replaced after a nack."""
+
+    async def open(self) -> None:
+        """Open the channel (and look up its exchanges)."""
+        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchanges: dict[str, AbstractExchange] = {"": channel.default_exchange}
+        for name in self._names:
+            exchanges[name] = await channel.get_exchange(name, ensure=False)
+        self._channel, self._exchanges = channel, exchanges
+
+    async def publish(
+        self, message: aio_pika.Message, *, exchange: str, routing_key: str, mandatory: bool = True
+    ) -> None:
+        """Publish and wait for the confirm; raise :class:`BrokerUnavailable` if the
+        broker refuses, returns or does not confirm it."""
+        channel = self._channel
+        if channel is None:
+            raise NotConnected(f"publisher {self.name!r} is not open")
+        target = self._exchanges.get(exchange)
+        if target is None:
+            target = await channel.get_exchange(exchange, ensure=False)
+            self._exchanges[exchange] = target
+        message_id = message.message_id
+        while message_id and (earlier := self._in_flight.get(message_id)) is not None:
+            await earlier.wait()
+        settled = asyncio.Event()
+        if message_id:
+            self._in_flight[message_id] = settled
+        try:
+            await target.publish(
+                message, routing_key=routing_key, mandatory=mandatory, timeout=self.timeout
+            )
+        except (TimeoutError, DeliveryError, PublishError, AMQPError, OSError, RuntimeError) as e:
+            if nacked(e):
+                await self._renew(channel, e)
+            raise BrokerUnavailable(
+                f"publish to {exchange or '(default)'}/{routing_key} not confirmed: {e!r}"
+            ) from e
+        finally:
+            if message_id and self._in_flight.get(message_id) is settled:
+                del self._in_flight[message_id]
+            settled.set()
+
+    async def _renew(self, refused: AbstractChannel, error: BaseException) -> None:
+        """Replace the channel ``refused`` (once, however many publishes saw it nack).
+        The old one is closed, which fails the publishes still waiting on it: their
+        callers keep them and publish again."""
+        async with self._renewing:
+            if self._channel is not refused:
+                return  # already replaced, or closed
+            try:
+                await self.open()
+            except Exception as e:  # the connection is down: its reconnect restores the old one
+                log.warning("publish_channel_not_renewed", publisher=self.name, error=repr(e))
+                return
+            self.renewed += 1
+            log.warning("publish_channel_renewed", publisher=self.name, after=repr(error))
+        try:
+            await refused.close()
+        except Exception as e:  # closed with its connection already
+            log.debug("refused_channel_close_failed", publisher=self.name, error=repr(e))
+
+    async def close(self) -> None:
+        """Close the channel (the connection stays)."""
+        channel, self._channel = self._channel, None
+        self._exchanges = {}
+        if channel is not None and not channel.is_closed:
+            await channel.close()
