@@ -8,7 +8,14 @@ faststream participant kit.
   matches a returned message to its publish by message id, so with one id in flight
   twice (a relay republish beside the dispatch), a return would fail the other publish
   and let the returned one count as confirmed.
-* A publish the broker nacks fails, and the channel is replaced before the next one.
+* A publish whose channel closes before the confirm (the connection's node died) fails
+  with :class:`BrokerUnavailable` too: the client library cancels the confirm it waited
+  for, and a cancellation that is not the caller's own must not look like one (the
+  caller's task would end silently and the message wait for the outbox relay's idle
+  timer instead of being published again at once).
+* A publish the broker nacks fails, and the channel is replaced before the next one
+  (the old one is closed a publish timeout later, so the others it carries are not
+  failed by it).
   After a cluster node dies, a channel on the node the connection failed over to can go
   on nacking every publish to quorum queues that have a new leader, while other
   channels publish to the same queues (seen with RabbitMQ 3.10 in
@@ -70,6 +77,9 @@ class ConfirmingPublisher:
         self._renewing = asyncio.Lock()
         self.renewed = 0
         """Channels replaced after a nack."""
+        self._renewed_at = float("-inf")
+        self._retiring: set[asyncio.Task[None]] = set()
+        """Replaced channels, each closed after ``timeout``."""
 
     async def open(self) -> None:
         """Open the channel (and look up its exchanges)."""
@@ -84,26 +94,41 @@ class ConfirmingPublisher:
     ) -> None:
         """Publish and wait for the confirm; raise :class:`BrokerUnavailable` if the
         broker refuses, returns or does not confirm it."""
-        channel = self._channel
-        if channel is None:
+        if self._channel is None:
             raise NotConnected(f"publisher {self.name!r} is not open")
-        target = self._exchanges.get(exchange)
-        if target is None:
-            target = await channel.get_exchange(exchange, ensure=False)
-            self._exchanges[exchange] = target
         message_id = message.message_id
         while message_id and (earlier := self._in_flight.get(message_id)) is not None:
             await earlier.wait()
         settled = asyncio.Event()
         if message_id:
             self._in_flight[message_id] = settled
+        # The channel is read after the wait: a nack of the publish waited for may have
+        # replaced it.
+        channel, exchanges = self._channel, self._exchanges
+        refused: BaseException | None = None
         try:
+            if channel is None:
+                raise NotConnected(f"publisher {self.name!r} is closed")
+            target = exchanges.get(exchange)
+            if target is None:
+                target = await channel.get_exchange(exchange, ensure=False)
+                exchanges[exchange] = target
             await target.publish(
                 message, routing_key=routing_key, mandatory=mandatory, timeout=self.timeout
             )
+        except asyncio.CancelledError as e:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # we are being cancelled: not a failed publish
+            # The client library cancels the confirms still awaited on a channel that
+            # closes (its node died): not confirmed, so the caller must keep the message.
+            raise BrokerUnavailable(
+                f"publish to {exchange or '(default)'}/{routing_key} not confirmed: "
+                "its channel closed first"
+            ) from e
         except (TimeoutError, DeliveryError, PublishError, AMQPError, OSError, RuntimeError) as e:
             if nacked(e):
-                await self._renew(channel, e)
+                refused = e
             raise BrokerUnavailable(
                 f"publish to {exchange or '(default)'}/{routing_key} not confirmed: {e!r}"
             ) from e
@@ -111,29 +136,47 @@ class ConfirmingPublisher:
             if message_id and self._in_flight.get(message_id) is settled:
                 del self._in_flight[message_id]
             settled.set()
+            if refused is not None and channel is not None:
+                await self._renew(channel, refused)
 
     async def _renew(self, refused: AbstractChannel, error: BaseException) -> None:
-        """Replace the channel ``refused`` (once, however many publishes saw it nack).
-        The old one is closed, which fails the publishes still waiting on it: their
-        callers keep them and publish again."""
+        """Replace the channel ``refused`` (once, however many publishes saw it nack, and
+        at most once a second). New publishes go to the new channel at once; the old one
+        is closed only after ``timeout``, when the publishes waiting on it have had
+        their confirms (a nack for one queue does not fail those to the others)."""
         async with self._renewing:
-            if self._channel is not refused:
-                return  # already replaced, or closed
+            loop = asyncio.get_running_loop()
+            if self._channel is not refused or loop.time() - self._renewed_at < 1.0:
+                return  # already replaced, closed, or replaced a moment ago
             try:
-                await self.open()
+                await asyncio.wait_for(self.open(), timeout=self.timeout)
             except Exception as e:  # the connection is down: its reconnect restores the old one
                 log.warning("publish_channel_not_renewed", publisher=self.name, error=repr(e))
                 return
+            self._renewed_at = loop.time()
             self.renewed += 1
             log.warning("publish_channel_renewed", publisher=self.name, after=repr(error))
+        retire = asyncio.create_task(self._retire(refused), name=f"{self.name}.retire-channel")
+        self._retiring.add(retire)
+        retire.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, channel: AbstractChannel) -> None:
+        """Close a replaced channel once its publishes have had time to be confirmed."""
         try:
-            await refused.close()
-        except Exception as e:  # closed with its connection already
-            log.debug("refused_channel_close_failed", publisher=self.name, error=repr(e))
+            await asyncio.sleep(self.timeout)
+        finally:
+            try:
+                if not channel.is_closed:
+                    await channel.close()
+            except Exception as e:  # closed with its connection already
+                log.debug("replaced_channel_close_failed", publisher=self.name, error=repr(e))
 
     async def close(self) -> None:
-        """Close the channel (the connection stays)."""
+        """Close the channel, and those replaced (the connection stays)."""
         channel, self._channel = self._channel, None
         self._exchanges = {}
+        for retire in list(self._retiring):
+            retire.cancel()  # its channel is closed as it stops
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         if channel is not None and not channel.is_closed:
             await channel.close()

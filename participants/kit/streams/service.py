@@ -148,7 +148,10 @@ class StreamService:
         self._connection = await self.broker.connect()
         await self.topology.prepare(self._connection)
         publisher = ConfirmingPublisher(
-            self._connection, name=self.name, exchanges=(self.topology.replies_exchange,)
+            self._connection,
+            name=self.name,
+            exchanges=(self.topology.replies_exchange,),
+            timeout=self.delivery.publish_timeout,
         )
         await publisher.open()
         self.delivery.publisher = publisher
