@@ -150,7 +150,8 @@ class Dispatcher:
             outbox=store, flush_interval=flush_interval, batch_size=batch_size
         )
         self.on_failure: list[Callable[[], None]] = []
-        """Called when a publish was not confirmed (the relay takes it from there)."""
+        """Called when a publish was not confirmed, or was cancelled before its confirm
+        (the relay takes it from there)."""
         self.published = 0
 
     async def dispatch(self, commit: Commit) -> bool:
@@ -165,10 +166,20 @@ class Dispatcher:
                 version=commit.version,
                 error=str(e),
             )
-            for hook in self.on_failure:
-                hook()
+            self._failed()
             return False
+        except asyncio.CancelledError:
+            # The caller was cancelled mid-publish: e.g. the client library cancels the
+            # handlers of a channel that closed with its node. The commit is stored and
+            # its outbox pending; the relay takes it after its grace, not its idle time.
+            log.info("outbox_publish_cancelled", saga_id=commit.saga_id, version=commit.version)
+            self._failed()
+            raise
         return True
+
+    def _failed(self) -> None:
+        for hook in self.on_failure:
+            hook()
 
     async def publish(self, commit: Commit) -> None:
         """Publish every message of the commit, then flag it (lazily); raises what the
