@@ -1,5 +1,6 @@
 """Surviving a broker node's death: a 3-node RabbitMQ cluster, the node leading the most
-queues SIGKILLed while 300 sagas run, restarted later; every saga ends, nothing is lost.
+queues SIGKILLed while 300 sagas run; every saga ends while it is down, none needs a step
+deadline, nothing is dead-lettered; the node is restarted and the invariants hold.
 
 The cluster is started by this module (``shared/DESIGN.md``'s recipe, see
 ``rabbit_nodes.py``) beside the default broker, on free ports, and exactly its nodes are
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ import pytest
 from orchestrator.client import new_saga_id
 from orchestrator.messaging.connection import connect_amqp
 from orchestrator.runtime.host import ServiceHost
+from orchestrator.runtime.service import OrchestratorService
 from orchestrator.saga.state import Status
 from participants.kit.streams import StreamService
 from tests.helpers import eventually
@@ -101,6 +103,28 @@ async def leaders(node: Node, namespace: str) -> dict[str, int]:
     return counts
 
 
+async def queue_report(node: Node, namespace: str) -> list[str]:
+    """The namespace's queues that hold messages, and work queues without a consumer:
+    name, ready, unacked, consumers (for the message of a failed wait)."""
+    done = await node.actl(
+        "list_queues", "name", "messages_ready", "messages_unacknowledged", "consumers",
+        "--formatter", "json", timeout=60,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return [f"list_queues failed: {done.stderr.strip()}"]
+    return [
+        f"{q['name'][len(namespace) + 1 :]} {q['messages_ready']}/{q['messages_unacknowledged']}"
+        f"/{q['consumers']}"
+        for q in json.loads(done.stdout)
+        if q["name"].startswith(namespace + ".")
+        and (
+            q["messages_ready"]
+            or q["messages_unacknowledged"]
+            or not (q["consumers"] or q["name"].endswith(".dlq") or ".retry." in q["name"])
+        )
+    ]
+
+
 def order(i: int) -> tuple[tuple[str, int], int]:
     """The i-th saga's line and amount: every 7th is declined by payment, every 4th asks
     for the scarce SKU (which runs out), the rest complete."""
@@ -113,6 +137,34 @@ async def ended(system: System) -> int:
     """Sagas that reached their end (completed, failed or compensated)."""
     commits = system.client.store.commits
     return await commits.count_documents({"ends": 1})
+
+
+async def while_progressing(
+    probe: Callable[[], Awaitable[int]], target: int, *, stall: float, what: str
+) -> int:
+    """Poll ``probe`` until it reaches ``target``; fail only when it has not grown for
+    ``stall`` seconds (progress, not speed, is what is checked)."""
+    loop = asyncio.get_running_loop()
+    best, grew = await probe(), loop.time()
+    while best < target:
+        if loop.time() - grew > stall:
+            raise AssertionError(f"{what}: stalled at {best} of {target} for {stall:.0f}s")
+        await asyncio.sleep(0.2)
+        if (now := await probe()) > best:
+            best, grew = now, loop.time()
+    return best
+
+
+async def waiting(system: System, saga_ids: list[str]) -> dict[str, int]:
+    """Where the sagas that have not ended are: ``status/step`` and how many."""
+    where: dict[str, int] = {}
+    for saga_id in saga_ids:
+        state = await system.client.state(saga_id)
+        if state.status in (Status.COMPLETED, Status.FAILED, Status.COMPENSATED):
+            continue
+        key = f"{state.status.value if state.status else 'not started'}/{state.step}"
+        where[key] = where.get(key, 0) + 1
+    return where
 
 
 def hosts(system: System) -> list[ServiceHost]:
@@ -156,7 +208,7 @@ async def dlq_depth(settings: Settings) -> int:
         return total
 
 
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(900)
 async def test_sagas_survive_the_death_of_the_leading_node(
     cluster: Cluster, settings: Settings
 ) -> None:
@@ -199,8 +251,31 @@ async def test_sagas_survive_the_death_of_the_leading_node(
                          timeout=90, interval=0.05, what="sagas ending after the kill")  # fmt: skip
         resumed = loop.time() - killed_at
 
-        await eventually(lambda: ended(system), until=lambda n: n >= SAGAS * 2 // 3,
-                         timeout=120, what="most sagas ended")  # fmt: skip
+        # Every saga ends with the node still down, and none needs a step deadline:
+        # nothing the failover touched is lost or left for a timer. Speed is not the
+        # point (a loaded 2-core machine runs four broker nodes, the store and five
+        # services), progress is: fail when no saga has ended for half a step deadline.
+        # Two defects stalled here: a channel on the surviving node that nacked every
+        # publish (a service's commands were dead-lettered and their sagas waited for
+        # deadlines), and dispatches cancelled with their channel, whose outboxes waited
+        # for the relay's idle timer. The message says where the unfinished sagas wait
+        # and which queues hold messages or lack a consumer.
+        try:
+            await while_progressing(
+                lambda: ended(system),
+                SAGAS,
+                stall=settings.step_timeout / 2,
+                what="every saga ended with the node down",
+            )
+        except AssertionError as late:
+            live = next(n for n in cluster.nodes if n is not victim)
+            print(f"\n{late}; waiting: {await waiting(system, saga_ids)}; "
+                  f"queues: {await queue_report(live, settings.namespace)}")  # fmt: skip
+            raise
+        assert isinstance(system.orchestrator, OrchestratorService)
+        assert system.orchestrator.runtime.stats.timeouts == 0, "a saga needed a step deadline"
+        assert await dlq_depth(settings) == 0, "nothing was dead-lettered"
+        most = loop.time() - killed_at
         victim.launch()
         await victim.wait_running()
         restarted = loop.time() - killed_at
@@ -221,7 +296,8 @@ async def test_sagas_survive_the_death_of_the_leading_node(
         failovers = sum(getattr(c, "failovers", 0) for c in connections(system))
         print(
             f"failover: every connection on a live node {reconnected:.2f}s after the kill, "
-            f"sagas ending again after {resumed:.2f}s; node back after {restarted:.1f}s; "
+            f"sagas ending again after {resumed:.2f}s; all ended after {most:.1f}s; "
+            f"node back after {restarted:.1f}s; "
             f"{failovers} connections failed over; {redeliveries} deliveries redelivered; "
             f"outcomes {counts}"
         )
