@@ -104,15 +104,41 @@ class ConfirmingPublisher:
             self._in_flight[message_id] = settled
         # The channel is read after the wait: a nack of the publish waited for may have
         # replaced it.
-        channel, exchanges = self._channel, self._exchanges
-        refused: BaseException | None = None
+        channel = self._channel
         try:
             if channel is None:
                 raise NotConnected(f"publisher {self.name!r} is closed")
-            target = exchanges.get(exchange)
+            await self._send(channel, message, exchange, routing_key, mandatory=mandatory)
+        except BrokerUnavailable as e:
+            cause = e.__cause__
+            if cause is not None and channel is not None and nacked(cause):
+                # Before the id is released: a publish of it waiting behind this one
+                # must find the new channel, not the one that nacks.
+                await self._renew(channel, cause)
+            raise
+        finally:
+            if message_id and self._in_flight.get(message_id) is settled:
+                del self._in_flight[message_id]
+            settled.set()
+
+    async def _send(
+        self,
+        channel: AbstractChannel,
+        message: aio_pika.Message,
+        exchange: str,
+        routing_key: str,
+        *,
+        mandatory: bool,
+    ) -> None:
+        """One publish on ``channel``, its failures as :class:`BrokerUnavailable` (the
+        broker's error its cause)."""
+        exchanges = self._exchanges
+        target = exchanges.get(exchange) if channel is self._channel else None
+        try:
             if target is None:
                 target = await channel.get_exchange(exchange, ensure=False)
-                exchanges[exchange] = target
+                if channel is self._channel:
+                    exchanges[exchange] = target
             await target.publish(
                 message, routing_key=routing_key, mandatory=mandatory, timeout=self.timeout
             )
@@ -127,33 +153,26 @@ class ConfirmingPublisher:
                 "its channel closed first"
             ) from e
         except (TimeoutError, DeliveryError, PublishError, AMQPError, OSError, RuntimeError) as e:
-            if nacked(e):
-                refused = e
             raise BrokerUnavailable(
                 f"publish to {exchange or '(default)'}/{routing_key} not confirmed: {e!r}"
             ) from e
-        finally:
-            if message_id and self._in_flight.get(message_id) is settled:
-                del self._in_flight[message_id]
-            settled.set()
-            if refused is not None and channel is not None:
-                await self._renew(channel, refused)
 
     async def _renew(self, refused: AbstractChannel, error: BaseException) -> None:
-        """Replace the channel ``refused`` (once, however many publishes saw it nack, and
-        at most once a second). New publishes go to the new channel at once; the old one
-        is closed only after ``timeout``, when the publishes waiting on it have had
-        their confirms (a nack for one queue does not fail those to the others)."""
+        """Replace the channel ``refused`` (once, however many publishes saw it nack; at
+        most one try a second, successful or not). New publishes go to the new channel
+        at once; the old one is closed only after ``timeout``, when the publishes
+        waiting on it have had their confirms (a nack for one queue does not fail those
+        to the others)."""
         async with self._renewing:
             loop = asyncio.get_running_loop()
             if self._channel is not refused or loop.time() - self._renewed_at < 1.0:
-                return  # already replaced, closed, or replaced a moment ago
+                return  # already replaced, closed, or tried a moment ago
+            self._renewed_at = loop.time()  # tried, whatever comes of it: no queue of tries
             try:
                 await asyncio.wait_for(self.open(), timeout=self.timeout)
             except Exception as e:  # the connection is down: its reconnect restores the old one
                 log.warning("publish_channel_not_renewed", publisher=self.name, error=repr(e))
                 return
-            self._renewed_at = loop.time()
             self.renewed += 1
             log.warning("publish_channel_renewed", publisher=self.name, after=repr(error))
         retire = asyncio.create_task(self._retire(refused), name=f"{self.name}.retire-channel")
@@ -166,8 +185,9 @@ class ConfirmingPublisher:
             await asyncio.sleep(self.timeout)
         finally:
             try:
-                if not channel.is_closed:
-                    await channel.close()
+                # Even when it looks closed (its connection is down): closing marks it so
+                # that the robust connection does not reopen it on reconnect.
+                await channel.close()
             except Exception as e:  # closed with its connection already
                 log.debug("replaced_channel_close_failed", publisher=self.name, error=repr(e))
 
