@@ -1,6 +1,8 @@
 """Real services for the integration tests, picked once per session.
 
-RabbitMQ: AMQP_URL, else amqp://guest:guest@127.0.0.1:5672/.
+RabbitMQ: AMQP_URL, else amqp://guest:guest@127.0.0.1:5672/; on a local broker the
+management plugin is enabled as ``saga-dev`` enables it (the least-privilege tests and
+the bench's broker figures use its API).
 MongoDB, in this order: MONGODB_URL; a testcontainers MongoDB when a Docker engine
 answers; else the embedded wire-protocol server (nx-27017) on a free port.
 Every test gets its own namespace (exchanges and queues) and database, removed after it.
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient
 
-from orchestrator.dev.devrun import ensure_rabbitmq
+from orchestrator.dev.devrun import ensure_rabbitmq, management_ui
 from orchestrator.dev.embedded import EmbeddedMongo
 from orchestrator.settings import DEFAULT_AMQP_URL, Settings
 from tests.helpers import delete_topology
@@ -41,6 +43,7 @@ def amqp_url() -> str:
     url = os.environ.get("AMQP_URL") or DEFAULT_AMQP_URL
     if not ensure_rabbitmq(url):
         pytest.exit(f"RabbitMQ does not answer at {url}; start it or set AMQP_URL", returncode=3)
+    management_ui(url)  # a new machine's local server has the plugin off
     return url
 
 
