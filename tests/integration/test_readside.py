@@ -50,6 +50,24 @@ async def restock(system: System, sku: str, units: int) -> None:
     )
 
 
+async def analytics_settled(readside: ReadSideService, records: int) -> None:
+    """Wait until the analytics hold ``records`` records, each counted in the totals: a
+    record is stored before its movement reaches the totals, and the marks go last."""
+
+    async def state() -> tuple[int, int, bool]:
+        db = readside.db
+        stored = await db["readside_analytics"].count_documents({})
+        counted = await db["readside_analytics"].count_documents({"pending": {"$exists": False}})
+        totals = await db["readside_metrics"].find({}).to_list(None)
+        return stored, counted, any(t.get("marks") for t in totals)
+
+    await eventually(
+        state,
+        until=lambda s: s == (records, records, False),
+        what=f"analytics recorded and counted {records} sagas",
+    )
+
+
 async def expected_summary(system: System, saga_id: str) -> dict[str, Any] | None:
     summary = None
     for event in await progress_history(system.orchestrator.store, saga_id):
@@ -101,6 +119,7 @@ async def test_projections_match_the_event_store_and_rebuild_identically(system:
     projected, _ = await eventually(
         stock_views, until=lambda p: p[0] == p[1], what="stock projection equals inventory"
     )
+    await analytics_settled(readside, len(sagas))
     assert projected == {"apple": (7, 0, 3), "pear": (1, 0, 1)}
 
     before = {
@@ -133,8 +152,8 @@ async def test_a_redelivered_event_changes_a_projection_once(system: System) -> 
     await system.settle(saga_id)
     await eventually(
         lambda: readside.summaries.get(saga_id),
-        until=lambda d: d is not None and d["status"] == "completed",
-        what="summary completed",
+        until=lambda d: d is not None and d["status"] == "completed" and "pending" not in d,
+        what="summary completed and counted",
     )
     summary = await readside.summaries.get(saga_id)
 
@@ -169,7 +188,7 @@ async def test_a_redelivered_event_changes_a_projection_once(system: System) -> 
         4,
     )
     assert await readside.summaries.get(saga_id) == summary
-    assert await readside.db["readside_analytics"].count_documents({}) == 1
+    await analytics_settled(readside, 1)
 
 
 async def test_low_stock_fires_once_per_crossing(system: System) -> None:
@@ -207,11 +226,7 @@ async def test_low_stock_fires_once_per_crossing(system: System) -> None:
 async def test_analytics_count_outcomes_durations_and_compensations(system: System) -> None:
     readside = await start_readside(system)
     await run_mixed_sagas(system)
-    await eventually(
-        lambda: readside.db["readside_analytics"].count_documents({}),
-        until=lambda n: n == 5,
-        what="analytics recorded every saga",
-    )
+    await analytics_settled(readside, 5)
 
     text = await readside.analytics.metrics()
 
