@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -36,6 +36,40 @@ async def eventually(
         if loop.time() >= deadline:
             raise AssertionError(f"{what} not reached within {timeout}s; last value: {result!r}")
         await asyncio.sleep(interval)
+
+
+READSIDE_GUARDS = (
+    "readside_sagas",
+    "readside_stock_sagas",
+    "readside_restocks",
+    "readside_analytics",
+)
+READSIDE_COUNTERS = ("readside_counters", "readside_stock_levels", "readside_metrics")
+
+
+async def movements_settled(
+    db: Any,
+    *,
+    guards: tuple[str, ...] = READSIDE_GUARDS,
+    counters: tuple[str, ...] = READSIDE_COUNTERS,
+    timeout: float = 30.0,
+) -> None:
+    """Wait until no read-side movement is under way
+    (:mod:`orchestrator.readside.counters`): no guard holds ``pending``, no counter a
+    mark. A guard is written before its counters, the marks are removed last, so equal
+    totals alone do not mean a projection stopped moving."""
+
+    async def busy() -> list[str]:
+        found = []
+        for name in guards:
+            cursor = db[name].find({"pending": {"$exists": True}}, {"_id": 1})
+            found += [f"{name}/{d['_id']}" async for d in cursor]
+        for name in counters:
+            docs = await db[name].find({}, {"marks": 1}).to_list(None)
+            found += [f"{name}/{d['_id']} (marks)" for d in docs if d.get("marks")]
+        return found
+
+    await eventually(busy, until=lambda b: b == [], timeout=timeout, what="no movement under way")
 
 
 CLI = "import sys; from orchestrator.cli import main; main(sys.argv[1:])"

@@ -87,7 +87,12 @@ async def test_sagas_stuck_and_rebuild(system: System) -> None:
     await system.settle(done)
     await system.settle(refused)
     await eventually(
-        lambda: readside.summaries.find(limit=10), until=lambda d: len(d) == 2, what="summaries"
+        lambda: readside.summaries.find(limit=10),
+        until=lambda d: (
+            {x["_id"]: x["status"] for x in d} == {done: "completed", refused: "failed"}
+            and not any("pending" in x for x in d)
+        ),
+        what="both summaries at their outcome",
     )
 
     code, out, _ = await run_cli(s, "sagas", "--status", "failed")

@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.dev.bench.history import capture_templates, seed_history
 from orchestrator.saga.state import Status
+from tests.helpers import eventually
 from tests.integration.conftest import System
 
 pytestmark = pytest.mark.integration
@@ -25,6 +26,11 @@ async def test_seeded_history_reads_like_the_systems_own(system: System) -> None
     db = system.client.store.commits.database
     store = system.client.store
     await system.orchestrator.runtime.dispatcher.flush()
+    await eventually(  # the templates' last outboxes published and flagged
+        store.live_work,
+        until=lambda w: (w.pending_outbox, w.active_deadlines) == (0, 0),
+        what="templates done",
+    )
     templates = await capture_templates(db, templates_ids)
     assert {"saga_commits", "inventory_reservations"} <= set(templates[0].docs)
     before = {name: await db[name].count_documents({}) for name in templates[0].docs}

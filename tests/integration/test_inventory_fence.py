@@ -240,7 +240,10 @@ async def test_the_inventory_service_sweeps_on_its_own(make_system: SystemFactor
         until=lambda b: (b.available, b.reserved, b.shipped) == (4, 0, 1),
         what="the stray hold swept",
     )
-    assert system.inventory.sweeper.swept == 1
+    # counted once its pass ends; a pass between the ship's flip and its own moves may
+    # have moved those holds too (each hold moves once, whoever moves it)
+    sweeper = system.inventory.sweeper
+    await eventually(lambda: asyncio.sleep(0, sweeper.swept), until=lambda n: n >= 1)
 
 
 async def test_a_late_copy_holding_stock_does_not_make_another_order_fail(db: Db) -> None:

@@ -11,7 +11,7 @@ from orchestrator.packs.order_fulfilment.readside import StockReadSide
 from orchestrator.readside import ReadSideService, extensions_of, rebuild_projections
 from orchestrator.readside.summaries import progress_history
 from orchestrator.saga.state import Status
-from tests.helpers import eventually
+from tests.helpers import eventually, movements_settled
 from tests.integration.conftest import System
 from tests.integration.test_return_saga import goodwill_refund
 
@@ -98,6 +98,7 @@ async def test_an_undone_take_back_counts_once_under_redelivery_and_in_a_rebuild
         until=lambda found: len(found) == 2 and not any("pending" in r for r in found),
         what="return rows settled",
     )
+    await movements_settled(readside.db)  # the order's row, the restock, the marks
     names = ("readside_stock_sagas", "readside_stock_levels", "readside_restocks")
     before = {n: await readside.db[n].find({}).sort("_id", 1).to_list(None) for n in names}
     await rebuild_projections(readside.db, extensions=extensions_of(system.settings, readside.db))
