@@ -245,7 +245,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench.add_argument("--log-dir", type=Path, default=None, help="keep the services' logs")
     bench.add_argument(
         "--history", type=int, default=0, metavar="N",
-        help="first seed N finished sagas (clones of real ones) to measure with a history",
+        help="measure on the empty store, seed N finished sagas (clones of real ones), "
+        "then measure again: the growth figure, in one run",
     )  # fmt: skip
     bench.add_argument("--management-url", default=None, help="default http://<amqp host>:15672/")
     bench.set_defaults(run=cmd_bench)

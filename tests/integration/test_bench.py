@@ -156,10 +156,11 @@ async def test_the_return_workload_returned_orders_it_prepared(report: BenchRepo
 async def test_history_mode_seeds_finished_sagas_before_measuring(
     saga: str, amqp_url: str, mongodb_url: str
 ) -> None:
-    """``--history 60``: 60 finished sagas of the saga under test (clones of real ones,
-    every document the system writes for them) are in the store before the measured
-    window, which still completes sagas; the report says how many and how long seeding
-    took, and the messages counted leave the preparation out."""
+    """``--history 60``: the levels are measured once on the empty store, then 60
+    finished sagas of the saga under test (clones of real ones, every document the
+    system writes for them) are seeded and the levels measured again, which still
+    complete sagas; the report says how many, how long seeding took and how the ratio
+    moved, and the messages counted leave the preparation and the first pass out."""
     settings = Settings(amqp_url=amqp_url, mongodb_url=mongodb_url)
     config = BenchConfig(
         saga=saga,
@@ -167,7 +168,6 @@ async def test_history_mode_seeds_finished_sagas_before_measuring(
         concurrency=(2,),
         duration=1.0,
         warmup=0.3,
-        baseline=False,
         history=60,
     )
     report = await run_bench(settings, config)
@@ -175,5 +175,17 @@ async def test_history_mode_seeds_finished_sagas_before_measuring(
     assert report.history["documents"] >= 60 * 4, "commits and participants' records"
     assert any(note.startswith("history: 60 finished sagas") for note in report.notes)
     assert report.system[0].completed > 0
+    empty = report.empty_store
+    assert [r.concurrency for r in empty["system"]] == [2]
+    assert [r.concurrency for r in empty["baseline"]] == [2]
+    assert empty["system"][0].completed > 0
+    assert empty["baseline"][0].completed > 0
+    assert report.empty_store_ratio(2) > 0
+    (growth,) = [line for line in summary_lines(report) if line.startswith("growth at 2")]
+    assert "with 60 finished sagas stored (change " in growth, growth
     steps = len(definition(saga).steps)
     assert report.saga_path_per_saga() == pytest.approx(2 + 2 * steps)
+    assert report.messages_per_saga("baseline") == pytest.approx(2 + 2 * steps)
+    system = report.messages["system"]
+    if report.messages_counted_by_broker("system"):
+        assert system["publishes"] == system["outbox_estimate"]

@@ -40,15 +40,30 @@ class BeforeMeasuring:
     store: StoreOps
     publishes: int | str
     """Publishes to the system's exchanges so far, or why they are unknown."""
+    baseline_publishes: int | str = 0
+    """Likewise for the baseline's exchanges (not 0 once ``--history`` measured the
+    empty store)."""
 
 
 async def before_measuring(
-    system: BenchSystem, management: Management, *, asked: bool
+    system: BenchSystem,
+    management: Management,
+    *,
+    asked: bool,
+    baseline: RawTopology | None = None,
 ) -> BeforeMeasuring:
     """Now, as the counts stand. The broker reports its counts every few seconds, so it
-    is asked (and waited for) only if ``asked``: when the preparation ran sagas."""
+    is asked (and waited for) only if ``asked``: when the preparation ran sagas; the
+    ``baseline``'s too if given (its levels ran before)."""
     publishes = await publishes_so_far(management, system_exchanges(system)) if asked else 0
-    return BeforeMeasuring(at=datetime.now(UTC), store=system.store_ops(), publishes=publishes)
+    raw = (
+        await publishes_so_far(management, baseline_exchanges(baseline))
+        if asked and baseline is not None
+        else 0
+    )
+    return BeforeMeasuring(
+        at=datetime.now(UTC), store=system.store_ops(), publishes=publishes, baseline_publishes=raw
+    )
 
 
 async def count_messages(
@@ -72,7 +87,15 @@ async def count_messages(
     ]
     if raw is not None:
         exchanges = baseline_exchanges(raw)
-        work.append(count_publishes(management, exchanges, report.baseline, per_saga=per_saga))
+        work.append(
+            count_publishes(
+                management,
+                exchanges,
+                report.baseline,
+                per_saga=per_saga,
+                before=before.baseline_publishes,
+            )
+        )
     counts = await asyncio.gather(*work)
     counted: dict[str, Any] = {"system": counts[0]}
     if raw is not None:

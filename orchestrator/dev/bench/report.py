@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMNS",
     "comparison_markdown",
+    "history_lines",
     "markdown",
     "memory_lines",
     "plot",
@@ -125,6 +126,7 @@ def summary_lines(report: BenchReport) -> list[str]:
     if not math.isnan(report.saga_path_per_saga()):
         lines.append(_saga_path_line(report))
     lines.append(_store_line(report))
+    lines.extend(history_lines(report))
     if report.baseline:
         lines.append(_messages_line(report, "baseline"))
     for level in report.system:
@@ -134,6 +136,33 @@ def summary_lines(report: BenchReport) -> list[str]:
     lines.extend(memory_lines(report))
     lines.extend(profile_lines(report))
     lines.extend(report.notes)
+    return lines
+
+
+def history_lines(report: BenchReport) -> list[str]:
+    """With ``--history``: each level's ratio against the one measured in the same run
+    before seeding (the growth figure)."""
+    lines = []
+    sagas = report.history.get("sagas", 0)
+    for level in report.system:
+        empty = next(
+            (r for r in report.empty_store.get("system", []) if r.concurrency == level.concurrency),
+            None,
+        )
+        if empty is None:
+            continue
+        before, after = report.empty_store_ratio(level.concurrency), report.ratio(level)
+        if math.isnan(before) or math.isnan(after) or before == 0:
+            change = "change unknown (no baseline)"
+        else:
+            change = f"change {100 * (after / before - 1):+.1f}%"
+        lines.append(
+            f"growth at {level.concurrency} in flight: {empty.rate:.1f} sagas/s, ratio "
+            f"{_fmt('ratio', before)} before seeding; {level.rate:.1f} sagas/s, ratio "
+            f"{_fmt('ratio', after)} with {sagas} finished sagas stored ({change}, "
+            f"store writes/saga {empty.per_saga(empty.store.writes()):.1f} -> "
+            f"{level.per_saga(level.store.writes()):.1f})"
+        )
     return lines
 
 
@@ -242,6 +271,15 @@ def to_json(report: BenchReport) -> str:
     """The whole report, with the table rows, as JSON (nan as null)."""
     data: dict[str, Any] = asdict(report)
     data["rows"] = rows(report)
+    data["growth"] = [
+        {
+            "concurrency": level.concurrency,
+            "ratio_before_seeding": report.empty_store_ratio(level.concurrency),
+            "ratio_with_history": report.ratio(level),
+        }
+        for level in report.system
+        if report.empty_store
+    ]
     data["messages_per_saga"] = {
         "system": report.messages_per_saga("system"),
         "baseline": report.messages_per_saga("baseline"),

@@ -175,6 +175,9 @@ class BenchReport:
     profiles: Mapping[str, Any] = field(default_factory=dict)
     history: Mapping[str, Any] = field(default_factory=dict)
     """What ``--history`` seeded: sagas, documents, templates, seconds (empty if none)."""
+    empty_store: Mapping[str, list[LevelResult]] = field(default_factory=dict)
+    """With ``--history``: the same levels measured in the same run before seeding,
+    ``{"system": [...], "baseline": [...]}``, to compare the ratio against."""
     saga: Mapping[str, Any] = field(default_factory=dict)
     """The saga under test: name, version, steps, stages, services, messages per saga by
     its definition, the workload's options."""
@@ -192,6 +195,18 @@ class BenchReport:
         if base is None or base.rate == 0:
             return math.nan
         return level.rate / base.rate
+
+    def empty_store_ratio(self, concurrency: int) -> float:
+        """The ratio measured before ``--history`` seeded (nan if not measured)."""
+        system = next(
+            (r for r in self.empty_store.get("system", []) if r.concurrency == concurrency), None
+        )
+        base = next(
+            (r for r in self.empty_store.get("baseline", []) if r.concurrency == concurrency), None
+        )
+        if system is None or base is None or base.rate == 0:
+            return math.nan
+        return system.rate / base.rate
 
     def messages_per_saga(self, target: str = "system") -> float:
         """Publishes per saga started: counted by the broker (management API) or, if it

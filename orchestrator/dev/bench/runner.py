@@ -22,8 +22,8 @@ import asyncio
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -200,10 +200,17 @@ async def _run(
     await system.start(workload)
     display.phase(f"preparing the {saga.name} workload")
     await system.prepare(workload)
-    history = await _seed_history(system, saga, config, display) if config.history else None
     if config.baseline:
         await baseline.start_roles(saga, system.settings.queue_type, display)
+    empty: dict[str, list[LevelResult]] = {}
+    history = None
+    if config.history:
+        display.phase("measuring before the history is seeded")
+        async with _targets(system, baseline, saga) as targets:
+            empty = await _levels(system, targets, saga, config, display)
+        history = await _seed_history(system, saga, config, display)
     report = await _new_report(system, baseline, saga, config, management)
+    report.empty_store = empty
     if history is not None:
         report.history = history.as_dict()
         report.notes.append(
@@ -214,7 +221,9 @@ async def _run(
     ran = await system.db["saga_commits"].find_one({}, {"_id": 1}) is not None
     if ran:
         display.phase("waiting for the broker's statistics of the preparation")
-    before = await before_measuring(system, management, asked=ran)
+    before = await before_measuring(
+        system, management, asked=ran, baseline=baseline.raw if empty.get("baseline") else None
+    )
     report.memory = {"started": system.rss()}
     report.messages = await _measure(
         system, baseline, saga, config=config, display=display, report=report, before=before
@@ -304,6 +313,19 @@ async def _measure(
     """Every level of both targets, alternating, each level prepared by the workload;
     then the messages counted while every connection is still open (the broker's
     statistics of a closed channel may lack its last seconds)."""
+    async with _targets(system, baseline, saga) as targets:
+        levels = await _levels(system, targets, saga, config, display)
+        report.system, report.baseline = levels["system"], levels["baseline"]
+        display.phase("waiting for the broker's statistics")
+        management = Management(amqp_url=system.settings.amqp_url, url=config.management_url)
+        return await count_messages(system, baseline.raw, report, management, before)
+
+
+@asynccontextmanager
+async def _targets(
+    system: BenchSystem, baseline: _Baseline, saga: SagaUnderTest
+) -> AsyncIterator[list[Target]]:
+    """The system's target and, if it runs, the baseline's, entered."""
     raw, start = baseline.raw, baseline.start
     async with AsyncExitStack() as stack:
         targets: list[Target] = [system_target(system, saga.workload.start)]
@@ -311,17 +333,24 @@ async def _measure(
             targets.append(baseline_target(raw, baseline.roles, system.settings.amqp_url, start))
         for target in targets:
             await stack.enter_async_context(target)
-        for concurrency in config.concurrency:
-            display.phase(f"preparing {concurrency} in flight")
-            await saga.workload.reserve(concurrency, config.warmup + config.duration)
-            await targets[0].level(concurrency, config, display)
-            if len(targets) > 1:
-                await _paused(system, targets[1].level(concurrency, config, display))
-        report.system = targets[0].levels
-        report.baseline = targets[1].levels if len(targets) > 1 else []
-        display.phase("waiting for the broker's statistics")
-        management = Management(amqp_url=system.settings.amqp_url, url=config.management_url)
-        return await count_messages(system, baseline.raw, report, management, before)
+        yield targets
+
+
+async def _levels(
+    system: BenchSystem,
+    targets: list[Target],
+    saga: SagaUnderTest,
+    config: BenchConfig,
+    display: Display,
+) -> dict[str, list[LevelResult]]:
+    """Every level of the targets, alternating, each prepared by the workload."""
+    for concurrency in config.concurrency:
+        display.phase(f"preparing {concurrency} in flight")
+        await saga.workload.reserve(concurrency, config.warmup + config.duration)
+        await targets[0].level(concurrency, config, display)
+        if len(targets) > 1:
+            await _paused(system, targets[1].level(concurrency, config, display))
+    return {"system": targets[0].levels, "baseline": targets[1].levels if len(targets) > 1 else []}
 
 
 async def _paused(system: BenchSystem, work: Awaitable[LevelResult]) -> LevelResult:
