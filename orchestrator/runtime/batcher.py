@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import structlog
 
@@ -32,11 +32,12 @@ if TYPE_CHECKING:
     from orchestrator.saga.commits import Commit
     from orchestrator.saga.state import SagaState
 
-__all__ = ["Bookkeeper", "CommitBatcher"]
+__all__ = ["Bookkeeper", "CommitBatcher", "GroupWriter"]
 
 log = structlog.get_logger("batcher")
 
 StoredHook = Callable[["Commit"], None]
+T = TypeVar("T")
 
 
 class Bookkeeper:
@@ -108,66 +109,46 @@ class Bookkeeper:
                 await asyncio.shield(self.flush())
 
 
-class CommitBatcher:
-    """A :class:`~orchestrator.ports.SagaStore` that groups appends (reads pass through).
+class GroupWriter(Generic[T]):
+    """Coalesces the writes of concurrent handlers into shared round trips.
 
-    ``on_stored`` hooks see every commit once it is stored (e.g. to wake the deadline
-    watcher); the bookkeeper, if given, learns which earlier deadlines were superseded.
+    A handler's :meth:`submit` queues its write and waits for its own outcome. What is
+    queued goes to :meth:`write_batch` at once when ``max_batch`` writes are waiting, else
+    after ``window`` seconds (0: as soon as the handlers that are ready in this turn of
+    the event loop have queued theirs). While ``max_in_flight`` batches are being
+    written, new writes wait and go in the next batch, so the batch size follows the
+    load with no delay at low load. ``write_batch`` returns each write's own outcome (None:
+    stored, or the exception that write alone raises); if it raises, the round trip
+    failed and every write of the batch fails with ``StoreUnavailable``.
     """
 
+    failure_event = "write_batch_failed"
+    """The log event of a failed round trip."""
+
     def __init__(
-        self,
-        *,
-        store: SagaStore,
-        window: float = 0.0,
-        max_batch: int = 100,
-        max_in_flight: int = 1,
-        bookkeeper: Bookkeeper | None = None,
+        self, *, window: float = 0.0, max_batch: int = 100, max_in_flight: int = 1
     ) -> None:
-        self.store = store
         self.window = window
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
-        self.bookkeeper = bookkeeper
-        self.on_stored: list[StoredHook] = []
         self.batches = 0
-        self.appended = 0
-        self._queue: list[tuple[Commit, asyncio.Future[None]]] = []
+        self._queue: list[tuple[T, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
 
-    async def load(self, saga_id: str) -> SagaState:
-        """Replay the saga from the store."""
-        return await self.store.load(saga_id)
-
-    async def history(self, saga_id: str) -> list[Commit]:
-        """The saga's commits, from the store."""
-        return await self.store.history(saga_id)
-
-    async def pruned(self, saga_id: str) -> bool:
-        """Whether retention removed the saga, from the store."""
-        return await self.store.pruned(saga_id)
-
-    async def has_pruned(self) -> bool:
-        """Whether retention ever removed a saga, from the store."""
-        return await self.store.has_pruned()
-
-    async def append(self, commit: Commit) -> None:
-        """Queue the commit and wait until it is stored (or refused)."""
+    async def submit(self, item: T) -> None:
+        """Queue one write and wait until it is stored (or refused)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((commit, future))
+        self._queue.append((item, future))
         self._schedule()
         await future
 
-    async def append_many(self, commits: Sequence[Commit]) -> list[Exception | None]:
-        """Append several at once; each its own outcome."""
-        results = await asyncio.gather(*(self.append(c) for c in commits), return_exceptions=True)
-        outcomes: list[Exception | None] = []
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, Exception):
-                raise result
-            outcomes.append(result)
-        return outcomes
+    async def write_batch(self, items: Sequence[T]) -> Sequence[Exception | None]:
+        """Write the items in one round trip; each one's outcome."""
+        raise NotImplementedError
+
+    def stored(self, item: T) -> None:
+        """Called for each item once it is stored (before its handler resumes)."""
 
     def _schedule(self) -> None:
         if len(self._in_flight) >= self.max_in_flight:
@@ -204,22 +185,21 @@ class CommitBatcher:
         if self._queue:
             self._schedule()
 
-    async def _write(self, batch: list[tuple[Commit, asyncio.Future[None]]]) -> None:
-        commits = [c for c, _ in batch]
+    async def _write(self, batch: list[tuple[T, asyncio.Future[None]]]) -> None:
+        items = [item for item, _ in batch]
         try:
-            outcomes = await self.store.append_many(commits)
-        except Exception as e:  # the round trip failed: every commit of it fails
+            outcomes = await self.write_batch(items)
+        except Exception as e:  # the round trip failed: every write of it fails
             error = e if isinstance(e, TransientError) else StoreUnavailable(repr(e))
-            log.warning("commit_batch_failed", commits=len(commits), error=str(error))
+            log.warning(self.failure_event, writes=len(items), error=str(error))
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
             return
         self.batches += 1
-        for (commit, future), outcome in zip(batch, outcomes, strict=True):
+        for (item, future), outcome in zip(batch, outcomes, strict=True):
             if outcome is None:
-                self.appended += 1
-                self._stored(commit)
+                self.stored(item)
             if future.done():  # its handler was cancelled (service stopping)
                 continue
             if outcome is None:
@@ -227,8 +207,69 @@ class CommitBatcher:
             else:
                 future.set_exception(outcome)
 
-    def _stored(self, commit: Commit) -> None:
-        if self.bookkeeper is not None and commit.version > 1:
-            self.bookkeeper.superseded(f"{commit.saga_id}:{commit.version - 1}")
+
+class CommitBatcher(GroupWriter["Commit"]):
+    """A :class:`~orchestrator.ports.SagaStore` that groups appends (reads pass through).
+
+    ``on_stored`` hooks see every commit once it is stored (e.g. to wake the deadline
+    watcher); the bookkeeper, if given, learns which earlier deadlines were superseded.
+    """
+
+    failure_event = "commit_batch_failed"
+
+    def __init__(
+        self,
+        *,
+        store: SagaStore,
+        window: float = 0.0,
+        max_batch: int = 100,
+        max_in_flight: int = 1,
+        bookkeeper: Bookkeeper | None = None,
+    ) -> None:
+        super().__init__(window=window, max_batch=max_batch, max_in_flight=max_in_flight)
+        self.store = store
+        self.bookkeeper = bookkeeper
+        self.on_stored: list[StoredHook] = []
+        self.appended = 0
+
+    async def load(self, saga_id: str) -> SagaState:
+        """Replay the saga from the store."""
+        return await self.store.load(saga_id)
+
+    async def history(self, saga_id: str) -> list[Commit]:
+        """The saga's commits, from the store."""
+        return await self.store.history(saga_id)
+
+    async def pruned(self, saga_id: str) -> bool:
+        """Whether retention removed the saga, from the store."""
+        return await self.store.pruned(saga_id)
+
+    async def has_pruned(self) -> bool:
+        """Whether retention ever removed a saga, from the store."""
+        return await self.store.has_pruned()
+
+    async def append(self, commit: Commit) -> None:
+        """Queue the commit and wait until it is stored (or refused)."""
+        await self.submit(commit)
+
+    async def append_many(self, commits: Sequence[Commit]) -> list[Exception | None]:
+        """Append several at once; each its own outcome."""
+        results = await asyncio.gather(*(self.append(c) for c in commits), return_exceptions=True)
+        outcomes: list[Exception | None] = []
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            outcomes.append(result)
+        return outcomes
+
+    async def write_batch(self, items: Sequence[Commit]) -> Sequence[Exception | None]:
+        """One ``append_many`` of the store."""
+        return await self.store.append_many(items)
+
+    def stored(self, item: Commit) -> None:
+        """Count it, supersede the deadline of its saga's previous commit, run the hooks."""
+        self.appended += 1
+        if self.bookkeeper is not None and item.version > 1:
+            self.bookkeeper.superseded(f"{item.saga_id}:{item.version - 1}")
         for hook in self.on_stored:
-            hook(commit)
+            hook(item)

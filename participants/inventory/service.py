@@ -37,6 +37,7 @@ from participants.inventory.store import MongoInventory
 from participants.inventory.sweeper import SWEEP_SECONDS, HoldSweeper
 from participants.kit.retention import record_retention
 from participants.kit.service import ParticipantError, ParticipantService
+from participants.kit.writes import write_window
 from participants.order_outcomes import done_by_step
 
 __all__ = ["InventoryService", "StockNotReserved", "main"]
@@ -76,6 +77,7 @@ class InventoryService(ParticipantService):
             database=self.db,
             restock_retention_seconds=retention,
             record_retention_seconds=record_retention(self.settings.env()),
+            write_window=write_window(self.settings.env()),
         )
         await self._inventory.ensure_indexes()
         sweep = env_float(self.settings.env(), "INVENTORY_SWEEP_SECONDS", SWEEP_SECONDS)

@@ -21,9 +21,13 @@ No lease and no clock: two attempts at once are both correct, one of them is was
 
 Round trips: reserve is one conditional update per SKU plus the insert; release and
 ship are one ``find_one_and_update`` of the reservation (which returns its lines) plus
-one update per SKU. Nothing scans SKUs: every move is addressed by the lines. Only a
-reserve that finds a SKU short reads more: before it refuses, it gives back that SKU's
-holds no reservation counts on (a late copy's), if they would make up the difference.
+one update per SKU. The inserts and the moves are group-committed
+(``participants.kit.writes``): concurrent commands share their round trips, each
+resuming only once its own write is confirmed; the holds and the flips, whose outcome
+decides what comes next, are round trips of their own. Nothing scans SKUs: every move
+is addressed by the lines. Only a reserve that finds a SKU short reads more: before it
+refuses, it gives back that SKU's holds no reservation counts on (a late copy's), if
+they would make up the difference.
 
 A release that arrives before any decision leaves a ``released`` marker, so the late
 reserve is refused (it undoes its holds on its failed insert), and gives back what the
@@ -45,6 +49,7 @@ holds within ``INVENTORY_SWEEP_SECONDS``, long before it expires.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,9 +67,10 @@ from participants.kit.retention import (
     SETTLED_AT,
     ensure_ttl_index,
 )
+from participants.kit.writes import DocumentWrites
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterable
+    from collections.abc import Awaitable, Iterable, Mapping
 
     from pymongo.asynchronous.database import AsyncDatabase
 
@@ -128,9 +134,12 @@ class MongoInventory:
         database: AsyncDatabase[Doc],
         restock_retention_seconds: float | None = None,
         record_retention_seconds: float | None = None,
+        write_window: float = 0.0,
     ) -> None:
         self.stock = database["inventory_stock"]
         self.reservations = database["inventory_reservations"]
+        self.reservation_writes = DocumentWrites(self.reservations, window=write_window)
+        self.stock_writes = DocumentWrites(self.stock, window=write_window)
         self.ledger = RestockLedger(database=database, retention_seconds=restock_retention_seconds)
         self.record_retention = record_retention_seconds or RECORD_RETENTION_SECONDS
 
@@ -272,19 +281,17 @@ class MongoInventory:
         stored = await self._insert(doc)
         if stored is not None:
             return await self._settle(saga_id, stored, wanted)
-        for sku in counted if not outcome.reserved else ():
-            await self._move(saga_id, sku, wanted[sku], to="available")
+        if not outcome.reserved:
+            await self._moves(saga_id, [(sku, wanted[sku]) for sku in counted], to="available")
         return outcome
 
     async def _insert(self, doc: Doc) -> Doc | None:
         """Insert a decision: None if it is the decision, else the one stored first."""
         try:
-            await self.reservations.insert_one(doc)
+            await self.reservation_writes.insert(doc)
             return None
         except DuplicateKeyError:
             pass
-        except PyMongoError as e:
-            raise StoreUnavailable(f"inventory write failed: {e}") from e
         stored = await self._stored(doc["_id"])
         if stored is not None and stored["status"] == "reserving":
             # An undecided claim of the version before the fence (an upgrade with
@@ -309,9 +316,8 @@ class MongoInventory:
         keep = {x["sku"]: x.get("token") or LEGACY for x in stored["lines"]}
         if stored["status"] not in COUNTS:
             keep = {}
-        targets = set(wanted.items()) | _targets(stored["lines"])
-        for sku, units in sorted(targets):
-            await self._move(saga_id, sku, units, to="available", unless=keep.get(sku))
+        targets = sorted(set(wanted.items()) | _targets(stored["lines"]))
+        await self._moves(saga_id, targets, to="available", unless=keep)
         return _outcome(stored)
 
     async def _stored(self, saga_id: str) -> Doc | None:
@@ -333,8 +339,8 @@ class MongoInventory:
         # Every hold of these lines, whatever its token: repeating this sweeps a hold a
         # late attempt made after an earlier release. No reservation can count on them
         # any more (released, failed, or the marker: every later insert fails).
-        for sku, units in sorted(_targets(doc["lines"]) | set(wanted.items())):
-            await self._move(saga_id, sku, units, to="available")
+        targets = sorted(_targets(doc["lines"]) | set(wanted.items()))
+        await self._moves(saga_id, targets, to="available")
 
     async def _mark_released(self, saga_id: str, wanted: dict[str, int]) -> Doc | None:
         """Insert the ``released`` marker that refuses a later reserve; the reservation
@@ -350,12 +356,10 @@ class MongoInventory:
             SETTLED_AT: now,
         }
         try:
-            await self.reservations.insert_one(marker)
+            await self.reservation_writes.insert(marker)
             return marker
         except DuplicateKeyError:
             doc = await self._stored(saga_id)
-        except PyMongoError as e:
-            raise StoreUnavailable(f"inventory write failed: {e}") from e
         if doc is None or doc["status"] in ("reserved", "reserving"):
             raise ReservationBusy(f"reservation {saga_id} changed during the release")
         return None if doc["status"] == "shipped" else doc
@@ -368,9 +372,9 @@ class MongoInventory:
             doc = await self._stored(saga_id)
             if doc is None or doc["status"] != "shipped":
                 return ShipOutcome(shipped=False, status=doc["status"] if doc else None)
-        for line in doc["lines"]:
-            token = line.get("token") or LEGACY
-            await self._move(saga_id, line["sku"], line["quantity"], to="shipped", token=token)
+        moves = [(x["sku"], int(x["quantity"])) for x in doc["lines"]]
+        tokens = {x["sku"]: x.get("token") or LEGACY for x in doc["lines"]}
+        await self._moves(saga_id, moves, to="shipped", token=tokens)
         return ShipOutcome(shipped=True, units=sum(x["quantity"] for x in doc["lines"]))
 
     async def _flip(self, saga_id: str, status: str, *, since: tuple[str, ...]) -> Doc | None:
@@ -397,23 +401,53 @@ class MongoInventory:
     ) -> bool:
         """Move the saga's hold of ``units`` on ``sku`` to ``to`` and remove it: the hold
         with ``token`` if given, else any hold except one with ``unless``. One
-        conditional update; True if there was such a hold."""
-        hold = f"holds.{saga_id}"
-        query: Doc = {"_id": sku}
-        if token == LEGACY:
-            query[hold] = units
-        elif token is not None:
-            query |= {f"{hold}.n": units, f"{hold}.t": token}
-        elif unless is not None:
-            query |= {f"{hold}.n": units, f"{hold}.t": {"$ne": unless}}
-        else:
-            query["$or"] = [{f"{hold}.n": units}, {hold: units}]
-        result = await _call(
-            self.stock.update_one(
-                query, {"$inc": {"reserved": -units, to: units}, "$unset": {hold: ""}}
-            )
-        )
+        conditional update of its own; True if there was such a hold (the sweeper
+        counts what it moved)."""
+        query, update = _move_of(saga_id, sku, units, to=to, token=token, unless=unless)
+        result = await _call(self.stock.update_one(query, update))
         return bool(result.modified_count == 1)
+
+    async def _moves(
+        self,
+        saga_id: str,
+        moves: Iterable[tuple[str, int]],
+        *,
+        to: str,
+        token: Mapping[str, str] | None = None,
+        unless: Mapping[str, str] | None = None,
+    ) -> None:
+        """The moves of :meth:`_move` for several (SKU, units), side by side in the
+        batched updates (``stock_writes``), whose round trips concurrent commands share;
+        returns once every one is applied (or did not match). ``token`` and ``unless``
+        are per SKU. Each is addressed by its own condition, so no count is needed."""
+        token, unless = token or {}, unless or {}
+        writes = [
+            self.stock_writes.update(
+                *_move_of(saga_id, sku, n, to=to, token=token.get(sku), unless=unless.get(sku))
+            )
+            for sku, n in moves
+        ]
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        failed = [e for e in outcomes if isinstance(e, BaseException)]
+        if failed:
+            raise failed[0]
+
+
+def _move_of(
+    saga_id: str, sku: str, units: int, *, to: str, token: str | None, unless: str | None
+) -> tuple[Doc, Doc]:
+    """The query and update of one move (see :meth:`MongoInventory._move`)."""
+    hold = f"holds.{saga_id}"
+    query: Doc = {"_id": sku}
+    if token == LEGACY:
+        query[hold] = units
+    elif token is not None:
+        query |= {f"{hold}.n": units, f"{hold}.t": token}
+    elif unless is not None:
+        query |= {f"{hold}.n": units, f"{hold}.t": {"$ne": unless}}
+    else:
+        query["$or"] = [{f"{hold}.n": units}, {hold: units}]
+    return query, {"$inc": {"reserved": -units, to: units}, "$unset": {hold: ""}}
 
 
 def _targets(lines: Iterable[Doc]) -> set[tuple[str, int]]:

@@ -47,6 +47,7 @@ from participants.kit.retention import (
     record_retention,
 )
 from participants.kit.service import ParticipantService
+from participants.kit.writes import DocumentWrites, write_window
 from participants.order_outcomes import done_by_step
 from participants.payment.refunds import RefundLedger, register_refunds
 
@@ -71,8 +72,10 @@ class MongoPayments:
         database: AsyncDatabase[Doc],
         decline_above_cents: int,
         retention_seconds: float | None = None,
+        write_window: float = 0.0,
     ) -> None:
         self.authorizations = database["payment_authorizations"]
+        self.authorization_writes = DocumentWrites(self.authorizations, window=write_window)
         self.decline_above_cents = decline_above_cents
         self.retention = retention_seconds or RECORD_RETENTION_SECONDS
 
@@ -99,7 +102,7 @@ class MongoPayments:
         if declined:
             doc[SETTLED_AT] = now
         try:
-            await self.authorizations.insert_one(doc)
+            await self.authorization_writes.insert(doc)
             return doc
         except DuplicateKeyError:
             return await self._get(saga_id)
@@ -117,7 +120,7 @@ class MongoPayments:
             )
             if voided is not None:
                 return
-            await self.authorizations.insert_one(
+            await self.authorization_writes.insert(
                 {
                     "_id": saga_id,
                     "status": "voided",
@@ -202,6 +205,7 @@ class PaymentService(ParticipantService):
             database=self.db,
             decline_above_cents=env_int(env, "PAYMENT_DECLINE_ABOVE_CENTS", DECLINE_ABOVE_CENTS),
             retention_seconds=record_retention(env),
+            write_window=write_window(env),
         )
         await self._payments.ensure_indexes()
         self.on_command(

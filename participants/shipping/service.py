@@ -36,6 +36,7 @@ from participants.kit.retention import (
     record_retention,
 )
 from participants.kit.service import ParticipantService
+from participants.kit.writes import DocumentWrites, write_window
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -56,8 +57,10 @@ class MongoShipments:
         database: AsyncDatabase[Doc],
         undeliverable: tuple[str, ...],
         retention_seconds: float | None = None,
+        write_window: float = 0.0,
     ) -> None:
         self.shipments = database["shipping_shipments"]
+        self.shipment_writes = DocumentWrites(self.shipments, window=write_window)
         self.undeliverable = tuple(s.lower() for s in undeliverable)
         self.retention = retention_seconds or RECORD_RETENTION_SECONDS
 
@@ -89,7 +92,7 @@ class MongoShipments:
             SETTLED_AT: now,
         }
         try:
-            await self.shipments.insert_one(doc)
+            await self.shipment_writes.insert(doc)
             return doc
         except DuplicateKeyError:
             found = await self.get(saga_id)
@@ -108,7 +111,7 @@ class MongoShipments:
                 {"$set": {"status": "cancelled", "updated_at": now}, **SETTLE},
             )
             if done is None:
-                await self.shipments.insert_one(
+                await self.shipment_writes.insert(
                     {
                         "_id": saga_id,
                         "status": "cancelled",
@@ -150,6 +153,7 @@ class ShippingService(ParticipantService):
             database=self.db,
             undeliverable=env_list(env, "SHIPPING_UNDELIVERABLE", UNDELIVERABLE),
             retention_seconds=record_retention(env),
+            write_window=write_window(env),
         )
         await self._shipments.ensure_indexes()
         self.on_command(

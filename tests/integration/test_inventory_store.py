@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from orchestrator.errors import StoreUnavailable
 from orchestrator.settings import Settings
 from participants.inventory.store import MongoInventory, ShipOutcome
 from participants.inventory.sweeper import HoldSweeper
+from participants.kit.writes import DocumentWrites
 
 pytestmark = pytest.mark.integration
 
@@ -150,16 +151,24 @@ async def test_holds_of_the_version_before_the_fence_still_ship_and_release(
     assert (await inventory.levels("apple")).shipped == 4
 
 
+class FailsOnSecondUpdate(DocumentWrites):
+    """Batched updates of which the second fails (once), after the first was applied."""
+
+    seen = 0
+
+    async def update(self, query: Mapping[str, Any], update: Mapping[str, Any]) -> None:
+        self.seen += 1
+        if self.seen == 2:
+            raise StoreUnavailable("the store went away")
+        await super().update(query, update)
+
+
 class FailsOnSecondMove(MongoInventory):
     """The store fails on the second hold this object moves (once)."""
 
-    moves = 0
-
-    async def _move(self, *args: Any, **kwargs: Any) -> bool:
-        self.moves += 1
-        if self.moves == 2:
-            raise StoreUnavailable("the store went away")
-        return await super()._move(*args, **kwargs)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stock_writes = FailsOnSecondUpdate(self.stock)
 
 
 async def test_a_release_with_the_lines_gives_back_what_an_undecided_reserve_held(
