@@ -20,6 +20,7 @@ only costs a harmless republish by the relay or a stale deadline the watcher cle
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -176,7 +177,10 @@ class GroupWriter(Generic[T]):
 
     def _start(self) -> None:
         batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-        task = asyncio.get_running_loop().create_task(self._write(batch))
+        # A context of its own: the batch serves many messages, so its logs must not
+        # carry the saga id and message id of the handler that happened to start it.
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._write(batch), context=contextvars.Context())
         self._in_flight.add(task)
         task.add_done_callback(self._written)
 
