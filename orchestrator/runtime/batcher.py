@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
 
@@ -196,10 +197,11 @@ class GroupWriter(Generic[T]):
         except Exception as e:  # the round trip failed: every write of it fails
             error = e if isinstance(e, TransientError) else StoreUnavailable(repr(e))
             log.warning(self.failure_event, writes=len(items), error=str(error))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            _fail_all(batch, error)
             return
+        except BaseException:  # cancelled: nobody may wait for it forever
+            _fail_all(batch, StoreUnavailable("the write was cancelled (service stopping)"))
+            raise
         self.batches += 1
         for (item, future), outcome in zip(batch, outcomes, strict=True):
             if outcome is None:
@@ -210,6 +212,19 @@ class GroupWriter(Generic[T]):
                 future.set_result(None)
             else:
                 future.set_exception(outcome)
+
+
+def _fail_all(batch: Sequence[tuple[Any, asyncio.Future[None]]], error: Exception) -> None:
+    """Fail every write of the batch still awaited, each with its own copy of ``error``
+    (one object raised in many handlers would share its traceback and context)."""
+    for _, future in batch:
+        if not future.done():
+            try:
+                own = copy.copy(error)
+            except Exception:  # an exception class that cannot be rebuilt from its args
+                own = StoreUnavailable(str(error))
+            own.__cause__ = error
+            future.set_exception(own)
 
 
 class CommitBatcher(GroupWriter["Commit"]):

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from orchestrator.errors import StoreUnavailable, TransientError
+from orchestrator.store.writes import DocumentWrites
 from participants.inventory.holds import COUNTS, LEGACY, hold_token, saga_hold, units_per_sku
 from participants.inventory.restocks import RestockLedger
 from participants.inventory.sweeper import sweep_sku
@@ -67,7 +68,6 @@ from participants.kit.retention import (
     SETTLED_AT,
     ensure_ttl_index,
 )
-from participants.kit.writes import DocumentWrites
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Iterable, Mapping

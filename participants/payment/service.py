@@ -39,6 +39,7 @@ from contracts.base import Message
 from orchestrator.errors import StoreUnavailable, TransientError
 from orchestrator.runtime.host import run_service
 from orchestrator.settings import env_int
+from orchestrator.store.writes import DocumentWrites
 from participants.kit.retention import (
     RECORD_RETENTION_SECONDS,
     SETTLE,
@@ -47,7 +48,7 @@ from participants.kit.retention import (
     record_retention,
 )
 from participants.kit.service import ParticipantService
-from participants.kit.writes import DocumentWrites, write_window
+from participants.kit.writes import write_window
 from participants.order_outcomes import done_by_step
 from participants.payment.refunds import RefundLedger, register_refunds
 

@@ -28,6 +28,7 @@ from contracts.base import Message
 from orchestrator.errors import StoreUnavailable, TransientError
 from orchestrator.runtime.host import run_service
 from orchestrator.settings import env_list
+from orchestrator.store.writes import DocumentWrites
 from participants.kit.retention import (
     RECORD_RETENTION_SECONDS,
     SETTLE,
@@ -36,7 +37,7 @@ from participants.kit.retention import (
     record_retention,
 )
 from participants.kit.service import ParticipantService
-from participants.kit.writes import DocumentWrites, write_window
+from participants.kit.writes import write_window
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase

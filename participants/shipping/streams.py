@@ -27,6 +27,7 @@ from participants.kit.streams import (
     run_participant,
     uses,
 )
+from participants.kit.writes import write_window
 from participants.shipping.service import UNDELIVERABLE, MongoShipments
 
 __all__ = ["Shipments", "main", "shipping"]
@@ -43,6 +44,7 @@ async def open_shipments(service: StreamService) -> MongoShipments:
         database=service.db,
         undeliverable=env_list(env, "SHIPPING_UNDELIVERABLE", UNDELIVERABLE),
         retention_seconds=record_retention(env),
+        write_window=write_window(env),
     )
     await shipments.ensure_indexes()
     return shipments

@@ -11,9 +11,9 @@ from pymongo import AsyncMongoClient
 from contracts import OrderLine
 from orchestrator.errors import StoreUnavailable
 from orchestrator.settings import Settings
+from orchestrator.store.writes import DocumentWrites
 from participants.inventory.store import MongoInventory, ShipOutcome
 from participants.inventory.sweeper import HoldSweeper
-from participants.kit.writes import DocumentWrites
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ from orchestrator.dev.processes import ServiceProcess
 from orchestrator.errors import StoreUnavailable
 from orchestrator.saga.state import Status
 from orchestrator.settings import Settings
+from orchestrator.store.writes import DocumentWrites
 from participants.inventory import InventoryService
 from participants.inventory.store import MongoInventory, ReserveOutcome
-from participants.kit.writes import DocumentWrites
 from participants.payment.service import MongoPayments
 from participants.shipping.service import MongoShipments
 from tests.helpers import eventually
