@@ -27,6 +27,7 @@ fence at the resource. ``saga projections rebuild`` recomputes everything.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import re
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from orchestrator.errors import StoreUnavailable, TransientError
+from orchestrator.store.writes import DocumentWrites
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
@@ -110,6 +112,8 @@ class Counters:
         self.counters = counters
         self.guards = guards
         self.lease = lease
+        self.cleanup = DocumentWrites(counters)
+        """The marks' removal: group-committed, as nothing waits on its outcome."""
 
     def pending(self, movement: Movement) -> Doc:
         """What a guard's winning write stores as ``pending``."""
@@ -176,15 +180,19 @@ class Counters:
         await self.counters.update_one(unmarked, change)
 
     async def unmark(self, movement: Movement) -> None:
-        """Remove the movement's marks (once its guard no longer holds it pending)."""
-        try:
-            for counter in movement.increments:
-                await self.counters.update_one(
-                    {"_id": counter, movement.mark: {"$exists": True}},
-                    {"$unset": {movement.mark: ""}},
-                )
-        except PyMongoError as e:
-            raise StoreUnavailable(f"cannot clean up movement {movement.key}: {e}") from e
+        """Remove the movement's marks (once its guard no longer holds it pending). The
+        removals of concurrent handlers share round trips (``cleanup``); a failed one
+        only leaves a mark behind, which counts nothing."""
+        removals = [
+            self.cleanup.update(
+                {"_id": counter, movement.mark: {"$exists": True}},
+                {"$unset": {movement.mark: ""}},
+            )
+            for counter in movement.increments
+        ]
+        for outcome in await asyncio.gather(*removals, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise StoreUnavailable(f"cannot clean up movement {movement.key}: {outcome}")
 
     async def read(self, ids: list[str]) -> dict[str, Doc]:
         """Counter documents by id (without their marks); missing ones are absent."""

@@ -10,6 +10,7 @@ equals the fold over the event store.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,9 @@ UNSETTLED = ("running", "compensating", "compensation_failed", "completing_stuck
 """Statuses of sagas still running on their definition (parked ones included)."""
 IN_FLIGHT = "in_flight"
 ATTEMPTS = 20
+REMEMBERED = 10_000
+"""Summaries of sagas in flight a process keeps in memory (their last write), so that
+the next event of the saga is applied without reading the summary first."""
 """Conditional writes lost to concurrent writers before a handler gives up (retried)."""
 WAITING = ("running", "compensating")
 """Statuses in which a saga waits for a reply (and so has a deadline armed)."""
@@ -115,11 +119,16 @@ class SagaSummaries:
     """``readside_sagas``: one summary per saga; ``readside_counters``: how many sagas
     are in flight, by status (kept with every change of status, read by /metrics)."""
 
-    def __init__(self, *, database: AsyncDatabase[Doc]) -> None:
+    def __init__(self, *, database: AsyncDatabase[Doc], remember: int = REMEMBERED) -> None:
         self.docs = database["readside_sagas"]
         self.in_flight = Counters(counters=database["readside_counters"], guards=self.docs)
         self._locks = KeyedLocks()
         self.events = MongoSagaStore(database=database)
+        self.remember = remember
+        self._known: OrderedDict[str, Doc] = OrderedDict()
+        """The summaries this process stored last, of sagas not ended (at most
+        ``remember``, the least recently written dropped first)."""
+        self.reads_saved = 0
 
     async def ensure_indexes(self) -> None:
         """Indexes for the list filters."""
@@ -135,16 +144,29 @@ class SagaSummaries:
             return await self._apply(saga_id, event)
 
     async def _apply(self, saga_id: str, event: SagaProgressed) -> str:
+        # What this process stored last, instead of reading it: the write below is
+        # conditional on its version, so a copy that is behind the store (another
+        # instance, a rebuild) only costs that write, then the store is read.
+        known = self._known.pop(saga_id, None)
+        current: Doc | None
         try:
             for _ in range(ATTEMPTS):
-                current = await self.docs.find_one({"_id": saga_id})
+                if known is not None:
+                    current, remembered, known = known, True, None
+                    self.reads_saved += 1
+                else:
+                    current, remembered = await self.docs.find_one({"_id": saga_id}), False
                 if current is not None and current.get("pending"):
                     await self.in_flight.settle(current)
                     continue
                 version = current["version"] if current else 0
-                if event.version <= version:
+                if event.version <= version:  # the store holds this version or a newer one
+                    if remembered and current is not None:
+                        self._remember(current)
                     return "duplicate"
                 if event.version > version + 1:
+                    if remembered:
+                        continue  # the store may be ahead of what we remember: read it
                     await self.rebuild_saga(saga_id)
                     return "rebuilt"
                 if await self._store(saga_id, fold(current, saga_id, event), current):
@@ -152,6 +174,17 @@ class SagaSummaries:
         except PyMongoError as e:
             raise StoreUnavailable(f"cannot update saga summary: {e}") from e
         raise TransientError(f"summary of {saga_id} keeps changing under us; retry")
+
+    def _remember(self, summary: Doc) -> None:
+        """Keep the summary just stored (or found current) for the saga's next event,
+        unless the saga ended (few events come after that)."""
+        saga_id = summary["_id"]
+        self._known.pop(saga_id, None)
+        if summary.get("status") in TERMINAL or self.remember <= 0:
+            return
+        self._known[saga_id] = {k: v for k, v in summary.items() if k != "pending"}
+        while len(self._known) > self.remember:
+            self._known.popitem(last=False)
 
     async def rebuild_saga(self, saga_id: str) -> Doc | None:
         """Recompute one summary from the event store and store it (unless a newer one
@@ -198,6 +231,7 @@ class SagaSummaries:
                 return False
         if "pending" in summary:
             await self.in_flight.finish(saga_id, summary["pending"])
+        self._remember(summary)
         return True
 
     async def in_flight_counts(self) -> dict[str, int]:
