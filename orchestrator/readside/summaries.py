@@ -10,7 +10,6 @@ equals the fold over the event store.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from contracts import SagaProgressed
 from orchestrator.errors import StoreUnavailable, TransientError
 from orchestrator.readside.counters import Counters, Movement
+from orchestrator.readside.remembered import REMEMBERED, Remembered
 from orchestrator.runtime.engine import progress_event
 from orchestrator.runtime.locks import KeyedLocks
 from orchestrator.saga.state import SagaState, apply_commit
@@ -37,9 +37,6 @@ UNSETTLED = ("running", "compensating", "compensation_failed", "completing_stuck
 """Statuses of sagas still running on their definition (parked ones included)."""
 IN_FLIGHT = "in_flight"
 ATTEMPTS = 20
-REMEMBERED = 10_000
-"""Summaries of sagas in flight a process keeps in memory (their last write), so that
-the next event of the saga is applied without reading the summary first."""
 """Conditional writes lost to concurrent writers before a handler gives up (retried)."""
 WAITING = ("running", "compensating")
 """Statuses in which a saga waits for a reply (and so has a deadline armed)."""
@@ -124,11 +121,8 @@ class SagaSummaries:
         self.in_flight = Counters(counters=database["readside_counters"], guards=self.docs)
         self._locks = KeyedLocks()
         self.events = MongoSagaStore(database=database)
-        self.remember = remember
-        self._known: OrderedDict[str, Doc] = OrderedDict()
-        """The summaries this process stored last, of sagas not ended (at most
-        ``remember``, the least recently written dropped first)."""
-        self.reads_saved = 0
+        self.known = Remembered(remember)
+        """The summaries this process stored last, of sagas not ended."""
 
     async def ensure_indexes(self) -> None:
         """Indexes for the list filters."""
@@ -144,16 +138,14 @@ class SagaSummaries:
             return await self._apply(saga_id, event)
 
     async def _apply(self, saga_id: str, event: SagaProgressed) -> str:
-        # What this process stored last, instead of reading it: the write below is
-        # conditional on its version, so a copy that is behind the store (another
-        # instance, a rebuild) only costs that write, then the store is read.
-        known = self._known.pop(saga_id, None)
+        # What this process stored last, instead of reading it (orchestrator.readside.
+        # remembered): a copy behind the store only costs a failed conditional write.
+        known = self.known.take(saga_id)
         current: Doc | None
         try:
             for _ in range(ATTEMPTS):
                 if known is not None:
                     current, remembered, known = known, True, None
-                    self.reads_saved += 1
                 else:
                     current, remembered = await self.docs.find_one({"_id": saga_id}), False
                 if current is not None and current.get("pending"):
@@ -178,13 +170,10 @@ class SagaSummaries:
     def _remember(self, summary: Doc) -> None:
         """Keep the summary just stored (or found current) for the saga's next event,
         unless the saga ended (few events come after that)."""
-        saga_id = summary["_id"]
-        self._known.pop(saga_id, None)
-        if summary.get("status") in TERMINAL or self.remember <= 0:
-            return
-        self._known[saga_id] = {k: v for k, v in summary.items() if k != "pending"}
-        while len(self._known) > self.remember:
-            self._known.popitem(last=False)
+        if summary.get("status") in TERMINAL:
+            self.known.forget(summary["_id"])
+        else:
+            self.known.keep(summary)
 
     async def rebuild_saga(self, saga_id: str) -> Doc | None:
         """Recompute one summary from the event store and store it (unless a newer one

@@ -30,6 +30,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from orchestrator.errors import StoreUnavailable, TransientError
 from orchestrator.readside.counters import Counters, Movement
+from orchestrator.readside.remembered import Remembered
 from orchestrator.runtime.locks import KeyedLocks
 
 if TYPE_CHECKING:
@@ -126,6 +127,9 @@ class StockProjection:
         self.saga_totals = Counters(counters=self.levels_docs, guards=self.sagas)
         self.restock_totals = Counters(counters=self.levels_docs, guards=self.restocks)
         self._locks = KeyedLocks()
+        self.known = Remembered()
+        """The rows this process wrote last of sagas whose units are reserved (their
+        next stock event ships or releases them)."""
 
     async def ensure_indexes(self) -> None:
         """Every read and write is by ``_id``; nothing else to index."""
@@ -141,13 +145,22 @@ class StockProjection:
             return await self._apply_saga(saga_id, event.version, state, lines)
 
     async def _apply_saga(self, saga_id: str, version: int, state: str, lines: list[Doc]) -> bool:
+        # The row this process wrote last, instead of reading it (orchestrator.readside.
+        # remembered): a copy behind the store only costs a failed conditional write.
+        known = self.known.take(saga_id)
+        row: Doc | None
         try:
             for _ in range(ATTEMPTS):
-                row = await self.sagas.find_one({"_id": saga_id})
+                if known is not None:
+                    row, remembered, known = known, True, None
+                else:
+                    row, remembered = await self.sagas.find_one({"_id": saga_id}), False
                 if row is not None and row.get("pending"):
                     await self.saga_totals.settle(row)
                     continue
                 if row is not None and row["version"] >= version:
+                    if remembered:  # the store holds this version or a newer one
+                        self._remember(row)
                     return False
                 old = row["state"] if row is not None else "none"
                 movement = saga_movement(saga_id, version, old, state, lines)
@@ -159,10 +172,18 @@ class StockProjection:
                     continue  # another writer got there first: look again
                 if "pending" in doc:
                     await self.saga_totals.finish(saga_id, doc["pending"])
+                self._remember(doc)
                 return True
         except PyMongoError as e:
             raise StoreUnavailable(f"cannot update the stock projection: {e}") from e
         raise TransientError(f"stock row of {saga_id} keeps changing under us; retry")
+
+    def _remember(self, row: Doc) -> None:
+        """Keep the row for the saga's next stock event if one is to come."""
+        if row["state"] == "reserved":
+            self.known.keep(row)
+        else:
+            self.known.forget(row["_id"])
 
     async def _replace(self, row: Doc | None, doc: Doc) -> bool:
         """Insert the row, or replace the version read (and only if nothing is pending)."""

@@ -1,8 +1,8 @@
 """Fewer read-side round trips, exact as before: the saga-summary projection remembers
 the summary it wrote last, so a saga's next event is applied without reading it (a
 remembered copy behind the store, from another read-side instance, a rebuild or a
-deletion, never wins over the store); and the counters' marks are removed in shared
-round trips."""
+deletion, never wins over the store), and so does the stock projection with a saga's
+row; the counters' marks are removed in shared round trips."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from contracts import ProgressEvent, SagaProgressed
+from orchestrator.packs.order_fulfilment.stock import StockProjection
 from orchestrator.readside import SagaSummaries
 from orchestrator.readside.summaries import fold
 from orchestrator.settings import Settings
-from tests.integration.test_readside_scale import Examined
+from tests.integration.test_readside_scale import Examined, levels
 
 pytestmark = pytest.mark.integration
 
@@ -92,8 +93,8 @@ async def test_a_sagas_events_read_its_summary_once(watched: tuple[Any, Examined
 
     assert listener.commands.count("find") == 1, listener.commands
     same(await summaries.get("s-1"), expected("s-1", len(EVENTS)))
-    assert summaries.reads_saved == len(EVENTS) - 1
-    assert "s-1" not in summaries._known, "an ended saga is not kept"
+    assert summaries.known.reads_saved == len(EVENTS) - 1
+    assert "s-1" not in summaries.known, "an ended saga is not kept"
     assert await summaries.in_flight_counts() == dict.fromkeys(
         ("running", "compensating", "compensation_failed", "completing_stuck"), 0
     )
@@ -169,3 +170,53 @@ async def test_concurrent_movements_share_the_removal_of_their_marks(
     counter = await db["readside_counters"].find_one({"_id": "in_flight"})
     assert counter is not None
     assert not counter.get("marks"), counter
+
+
+def stock_event(version: int, *types: tuple[str, str | None]) -> SagaProgressed:
+    return SagaProgressed(
+        saga_name="order_fulfilment",
+        version=version,
+        status="completed" if ("saga_completed", None) in types else "running",
+        events=tuple(ProgressEvent(type=t, at=T0, step=step) for t, step in types),
+        start={"lines": [{"sku": "apple", "quantity": 2}]},
+    )
+
+
+RESERVED = stock_event(2, ("step_succeeded", "reserve_stock"))
+SHIPPED = stock_event(6, ("step_succeeded", "ship_stock"), ("saga_completed", None))
+
+
+async def test_the_stock_projection_ships_on_the_row_it_remembers(
+    watched: tuple[Any, Examined],
+) -> None:
+    """Reserved, then shipped: the second event reads no row; the totals are exact."""
+    db, listener = watched
+    projection = StockProjection(database=db)
+    listener.reset()
+
+    assert await projection.apply_saga("o-1", RESERVED)
+    assert await projection.apply_saga("o-1", SHIPPED)
+
+    finds = [c for c in listener.commands if c == "find"]
+    assert len(finds) == 1, listener.commands
+    assert levels(await projection.levels(["apple"])) == {"apple": (-2, 0, 2)}
+    assert "o-1" not in projection.known, "a shipped row has no next event to wait for"
+
+
+async def test_a_stock_row_behind_another_instance_counts_nothing_twice(
+    watched: tuple[Any, Examined],
+) -> None:
+    """A reserves; B (competing on the same queue) ships; a copy of the shipment reaches
+    A, which remembers the row as reserved: its write conditional on that version fails,
+    it reads the store and finds the shipment applied. Shipped once, reserved none."""
+    db, _ = watched
+    a, b = StockProjection(database=db), StockProjection(database=db)
+    assert await a.apply_saga("o-2", RESERVED)
+    assert await b.apply_saga("o-2", SHIPPED)
+
+    assert not await a.apply_saga("o-2", SHIPPED)
+
+    assert levels(await a.levels(["apple"])) == {"apple": (-2, 0, 2)}
+    row = await db["readside_stock_sagas"].find_one({"_id": "o-2"})
+    assert row is not None
+    assert (row["state"], row["version"]) == ("shipped", 6)
