@@ -20,6 +20,7 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from orchestrator.errors import StoreUnavailable, TransientError
+from orchestrator.store.writes import DocumentWrites
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -115,6 +116,8 @@ class LowStockWatcher:
     def __init__(self, *, database: AsyncDatabase[Doc], threshold: int, notifier: Notifier) -> None:
         self.stock = database["inventory_stock"]
         self.states = database["readside_lowstock"]
+        self.rearm = DocumentWrites(self.states)
+        """Re-arming (below -> above): group-committed, as nothing depends on its count."""
         self.records = database["readside_notifications"]
         self.threshold = threshold
         self.notifier = notifier
@@ -132,7 +135,7 @@ class LowStockWatcher:
                 return None
             available = int(doc.get("available", 0))
             if available >= self.threshold:
-                await self.states.update_one(
+                await self.rearm.update(
                     {"_id": sku, "state": "below"}, {"$set": {"state": "above"}}
                 )
                 return await self._undelivered(sku)
