@@ -154,5 +154,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     projections = sub.add_parser("projections", help="read-side maintenance")
     actions = projections.add_subparsers(dest="action", required=True)
-    rebuild = actions.add_parser("rebuild", help="rebuild every projection from the events")
+    rebuild = actions.add_parser(
+        "rebuild",
+        help="rebuild every projection from the events (stop the read side first)",
+    )
     rebuild.set_defaults(run=cmd_rebuild)

@@ -181,8 +181,10 @@ class Counters:
 
     async def unmark(self, movement: Movement) -> None:
         """Remove the movement's marks (once its guard no longer holds it pending). The
-        removals of concurrent handlers share round trips (``cleanup``); a failed one
-        only leaves a mark behind, which counts nothing."""
+        removals of concurrent handlers share round trips (``cleanup``). A failed one
+        leaves a mark behind, which counts nothing by itself; it would only make a later
+        movement of the same key skip that counter, and a key comes back only after its
+        guard is deleted, by a rebuild, which deletes the marks too."""
         removals = [
             self.cleanup.update(
                 {"_id": counter, movement.mark: {"$exists": True}},

@@ -32,7 +32,13 @@ async def rebuild_projections(
     progress: Progress | None = None,
 ) -> int:
     """Empty the projections and replay every saga into them; returns the saga count.
-    Safe while the read side runs: every write is guarded by version or id."""
+
+    Stop the read side first (every ``saga-readside``): the collections are emptied one
+    after another, so an event the read side applies in between can be counted twice
+    (a shipment applied on a saga row that is still there, into totals already emptied,
+    and again by the replay). The orchestrator and the participants may keep running:
+    the read side catches up from its queues afterwards, and every write is guarded by
+    version or id, so what it applies again is a duplicate."""
     extensions = extensions or {}
     collections = [
         *PROJECTION_COLLECTIONS,
