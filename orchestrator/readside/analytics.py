@@ -31,6 +31,7 @@ from orchestrator.readside.counters import Counters, Movement, field_name
 from orchestrator.runtime.locks import KeyedLocks
 from orchestrator.saga.state import EventType
 from orchestrator.store.mongo import MongoSagaStore
+from orchestrator.store.writes import DocumentWrites
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -119,6 +120,8 @@ class SagaAnalytics:
         self.records = database["readside_analytics"]
         self.totals = database["readside_metrics"]
         self.counters = Counters(counters=self.totals, guards=self.records)
+        self.record_writes = DocumentWrites(self.records)
+        """The records (inserts): group-committed."""
         self._locks = KeyedLocks()
         self.events = MongoSagaStore(database=database)
 
@@ -139,7 +142,7 @@ class SagaAnalytics:
                 return False
             record = saga_record(saga_id, outcome, await self.events.history(saga_id))
             pending = self.counters.pending(metrics_movement(record))
-            await self.records.insert_one({**record, "pending": pending})
+            await self.record_writes.insert({**record, "pending": pending})
         except DuplicateKeyError:
             return False  # recorded meanwhile by another handler, which counts it
         except PyMongoError as e:

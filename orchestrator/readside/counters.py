@@ -112,8 +112,8 @@ class Counters:
         self.counters = counters
         self.guards = guards
         self.lease = lease
-        self.cleanup = DocumentWrites(counters)
-        """The marks' removal: group-committed, as nothing waits on its outcome."""
+        self.writes = DocumentWrites(counters)
+        """Increments and the marks' removal, group-committed."""
 
     def pending(self, movement: Movement) -> Doc:
         """What a guard's winning write stores as ``pending``."""
@@ -173,6 +173,10 @@ class Counters:
         store an upsert's dotted increments as flat field names."""
         unmarked = {"_id": counter, mark: {"$exists": False}}
         change = {"$inc": dict(fields), "$set": {mark: 1}}
+        # Group-committed; if some update of the batch matched nothing, ours may have
+        # been applied or not: the update below is a no-op if it was (the mark is set).
+        if await self.writes.update_matched(unmarked, change):
+            return
         if (await self.counters.update_one(unmarked, change)).matched_count:
             return
         with contextlib.suppress(DuplicateKeyError):  # created meanwhile, or long ago
@@ -181,12 +185,12 @@ class Counters:
 
     async def unmark(self, movement: Movement) -> None:
         """Remove the movement's marks (once its guard no longer holds it pending). The
-        removals of concurrent handlers share round trips (``cleanup``). A failed one
+        removals of concurrent handlers share round trips (``writes``). A failed one
         leaves a mark behind, which counts nothing by itself; it would only make a later
         movement of the same key skip that counter, and a key comes back only after its
         guard is deleted, by a rebuild, which deletes the marks too."""
         removals = [
-            self.cleanup.update(
+            self.writes.update(
                 {"_id": counter, movement.mark: {"$exists": True}},
                 {"$unset": {movement.mark: ""}},
             )

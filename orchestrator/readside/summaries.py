@@ -25,6 +25,7 @@ from orchestrator.runtime.engine import progress_event
 from orchestrator.runtime.locks import KeyedLocks
 from orchestrator.saga.state import SagaState, apply_commit
 from orchestrator.store.mongo import MongoSagaStore
+from orchestrator.store.writes import DocumentWrites
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -123,6 +124,8 @@ class SagaSummaries:
         self.events = MongoSagaStore(database=database)
         self.known = Remembered(remember)
         """The summaries this process stored last, of sagas not ended."""
+        self.first_writes = DocumentWrites(self.docs)
+        """A saga's first summary (an insert): group-committed."""
 
     async def ensure_indexes(self) -> None:
         """Indexes for the list filters."""
@@ -208,7 +211,7 @@ class SagaSummaries:
             summary["pending"] = self.in_flight.pending(movement)
         if current is None:
             try:
-                await self.docs.insert_one(summary)
+                await self.first_writes.insert(summary)
             except DuplicateKeyError:
                 return False
         else:

@@ -11,7 +11,9 @@ front of one collection for the two kinds of write that can share one:
   taken (the idempotency records rely on that), exactly as ``insert_one`` would;
 - ``update``: updates whose caller needs no count (a move addressed by its own
   condition, which is a no-op if it does not match) go in one ``bulk_write(ordered=
-  False)``. Each caller only learns that its update was applied or did not match.
+  False)``. Each caller only learns that its update was applied or did not match;
+  ``update_matched`` also says whether the whole batch matched (then its own update
+  did), for an update that is a no-op on repeat: when not, the caller looks again.
 
 Writes whose result decides what happens next (a conditional hold, a
 ``find_one_and_update``) stay single round trips. Every caller resumes only after its
@@ -24,6 +26,7 @@ commands are unacked and come back, and every write here is idempotent on repeat
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bson.errors import InvalidDocument
@@ -61,7 +64,17 @@ class DocumentWrites:
 
     async def update(self, query: Mapping[str, Any], update: Mapping[str, Any]) -> None:
         """Apply one ``update_one`` (a no-op if ``query`` matches nothing)."""
-        await self.updates.submit(UpdateOne(dict(query), dict(update)))
+        await self.updates.submit(Update(UpdateOne(dict(query), dict(update))))
+
+    async def update_matched(self, query: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
+        """Apply one ``update_one``; True if it matched for sure: every update of its
+        round trip matched (a bulk write counts its matches, not which ones). False
+        means unknown: this one, or another of the batch, matched nothing, and the
+        caller must look (as after an ``update_one`` that matched nothing, where an
+        update that is a no-op on repeat is simply repeated)."""
+        item = Update(UpdateOne(dict(query), dict(update)))
+        await self.updates.submit(item)
+        return item.all_matched
 
 
 class _Inserts(GroupWriter[Doc]):
@@ -85,20 +98,31 @@ class _Inserts(GroupWriter[Doc]):
         return outcomes
 
 
-class _Updates(GroupWriter[UpdateOne]):
+@dataclass
+class Update:
+    """One update of a batch, and whether every update of its round trip matched."""
+
+    op: UpdateOne
+    all_matched: bool = False
+
+
+class _Updates(GroupWriter[Update]):
     failure_event = "update_batch_failed"
 
     def __init__(self, collection: AsyncCollection[Doc], *, window: float, max_batch: int) -> None:
         super().__init__(window=window, max_batch=max_batch)
         self.collection = collection
 
-    async def write_batch(self, items: Sequence[UpdateOne]) -> Sequence[Exception | None]:
+    async def write_batch(self, items: Sequence[Update]) -> Sequence[Exception | None]:
         return await _one_by_one_if_unencodable(self._update, items)
 
-    async def _update(self, items: Sequence[UpdateOne]) -> list[Exception | None]:
+    async def _update(self, items: Sequence[Update]) -> list[Exception | None]:
         outcomes: list[Exception | None] = [None] * len(items)
         try:
-            await self.collection.bulk_write(list(items), ordered=False)
+            result = await self.collection.bulk_write([x.op for x in items], ordered=False)
+            matched = result.matched_count == len(items)
+            for item in items:
+                item.all_matched = matched
         except BulkWriteError as e:
             _refused(e, outcomes, what=f"update of {self.collection.name}")
         except PyMongoError as e:

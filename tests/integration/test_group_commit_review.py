@@ -180,3 +180,27 @@ async def test_an_unencodable_update_fails_only_its_own_write(db: Db) -> None:
     )
     assert good is None, good
     assert isinstance(bad, OverflowError | StoreUnavailable)
+
+
+async def test_update_matched_is_true_only_when_the_whole_batch_matched(db: Db) -> None:
+    """A bulk write counts its matches, not which ones: a batch in which one update
+    matches nothing answers False to every caller (they look again), one in which all
+    match answers True, and every update was applied either way."""
+    docs = db["review_matched"]
+    await docs.insert_many([{"_id": "x", "n": 0}, {"_id": "y", "n": 0}])
+    writes = DocumentWrites(docs)
+
+    mixed = await asyncio.gather(
+        writes.update_matched({"_id": "x"}, {"$inc": {"n": 1}}),
+        writes.update_matched({"_id": "nobody"}, {"$inc": {"n": 1}}),
+        writes.update_matched({"_id": "y"}, {"$inc": {"n": 1}}),
+    )
+    matched = await asyncio.gather(
+        writes.update_matched({"_id": "x"}, {"$inc": {"n": 1}}),
+        writes.update_matched({"_id": "y"}, {"$inc": {"n": 1}}),
+    )
+
+    assert mixed == [False, False, False]
+    assert matched == [True, True]
+    assert writes.updates.batches == 2
+    assert {d["_id"]: d["n"] async for d in docs.find()} == {"x": 2, "y": 2}

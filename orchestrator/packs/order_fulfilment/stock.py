@@ -32,6 +32,7 @@ from orchestrator.errors import StoreUnavailable, TransientError
 from orchestrator.readside.counters import Counters, Movement
 from orchestrator.readside.remembered import Remembered
 from orchestrator.runtime.locks import KeyedLocks
+from orchestrator.store.writes import DocumentWrites
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -130,6 +131,8 @@ class StockProjection:
         self.known = Remembered()
         """The rows this process wrote last of sagas whose units are reserved (their
         next stock event ships or releases them)."""
+        self.first_rows = DocumentWrites(self.sagas)
+        """A saga's first row (an insert): group-committed."""
 
     async def ensure_indexes(self) -> None:
         """Every read and write is by ``_id``; nothing else to index."""
@@ -189,7 +192,7 @@ class StockProjection:
         """Insert the row, or replace the version read (and only if nothing is pending)."""
         if row is None:
             try:
-                await self.sagas.insert_one(doc)
+                await self.first_rows.insert(doc)
             except DuplicateKeyError:
                 return False
             return True
