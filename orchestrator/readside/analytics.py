@@ -142,7 +142,13 @@ class SagaAnalytics:
                 return False
             record = saga_record(saga_id, outcome, await self.events.history(saga_id))
             pending = self.counters.pending(metrics_movement(record))
-            await self.record_writes.insert({**record, "pending": pending})
+            try:
+                await self.record_writes.insert({**record, "pending": pending})
+            except DuplicateKeyError:
+                raise
+            except BaseException:  # it may be stored all the same: give the lease up
+                await self.counters.give_up(saga_id, pending)
+                raise
         except DuplicateKeyError:
             return False  # recorded meanwhile by another handler, which counts it
         except PyMongoError as e:

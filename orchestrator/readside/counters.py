@@ -151,15 +151,18 @@ class Counters:
                 {"_id": guard_id, "pending.owner": pending["owner"]}, {"$unset": {"pending": ""}}
             )
         except PyMongoError as e:
-            await self._give_up(guard_id, pending)
+            await self.give_up(guard_id, pending)
             raise StoreUnavailable(f"cannot apply movement {movement.key}: {e}") from e
         except BaseException:
-            await self._give_up(guard_id, pending)
+            await self.give_up(guard_id, pending)
             raise
         if cleared.matched_count:  # taken over meanwhile: the new holder removes the marks
             await self.unmark(movement)
 
-    async def _give_up(self, guard_id: str, pending: Doc) -> None:
+    async def give_up(self, guard_id: str, pending: Doc) -> None:
+        """Release the lease of ``pending`` (if it is still this writer's), so that the
+        next handler of the guard finishes the movement at once: after a failed write
+        of the guard, which may have been stored all the same."""
         with contextlib.suppress(Exception):  # the store may be down: then the lease runs out
             await self.guards.update_one(
                 {"_id": guard_id, "pending.owner": pending["owner"]},

@@ -209,18 +209,24 @@ class SagaSummaries:
         )
         if not movement.empty:
             summary["pending"] = self.in_flight.pending(movement)
-        if current is None:
-            try:
-                await self.first_writes.insert(summary)
-            except DuplicateKeyError:
-                return False
-        else:
-            result = await self.docs.replace_one(
-                {"_id": saga_id, "version": current["version"], "pending": {"$exists": False}},
-                summary,
-            )
-            if result.matched_count == 0:
-                return False
+        try:
+            if current is None:
+                try:
+                    await self.first_writes.insert(summary)
+                except DuplicateKeyError:
+                    return False
+            else:
+                query = {
+                    "_id": saga_id,
+                    "version": current["version"],
+                    "pending": {"$exists": False},
+                }
+                if (await self.docs.replace_one(query, summary)).matched_count == 0:
+                    return False
+        except BaseException:  # the write may be stored all the same: give its lease up
+            if "pending" in summary:
+                await self.in_flight.give_up(saga_id, summary["pending"])
+            raise
         if "pending" in summary:
             await self.in_flight.finish(saga_id, summary["pending"])
         self._remember(summary)

@@ -177,6 +177,12 @@ class GroupWriter(Generic[T]):
             self._start()
 
     def _start(self) -> None:
+        # A write whose caller gave up while it waited (cancelled) is not sent: its
+        # caller's message was not acked and comes back; sent late, it could land after
+        # the redelivery has done the same work elsewhere (a counter's mark removed).
+        self._queue = [(item, future) for item, future in self._queue if not future.done()]
+        if not self._queue:
+            return
         batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
         # A context of its own: the batch serves many messages, so its logs must not
         # carry the saga id and message id of the handler that happened to start it.

@@ -171,8 +171,13 @@ class StockProjection:
                 doc["lines"] = lines
                 if not movement.empty:
                     doc["pending"] = self.saga_totals.pending(movement)
-                if not await self._replace(row, doc):
-                    continue  # another writer got there first: look again
+                try:
+                    if not await self._replace(row, doc):
+                        continue  # another writer got there first: look again
+                except BaseException:  # it may be stored all the same: give the lease up
+                    if "pending" in doc:
+                        await self.saga_totals.give_up(saga_id, doc["pending"])
+                    raise
                 if "pending" in doc:
                     await self.saga_totals.finish(saga_id, doc["pending"])
                 self._remember(doc)
