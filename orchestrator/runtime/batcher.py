@@ -10,7 +10,11 @@ with no delay at low load. Each handler gets its own commit's result: stored, or
 ``DuplicateMessage`` / ``ConcurrencyConflict`` / ``MalformedMessage`` that commit alone
 raised; if the store fails the whole round trip, every handler of the batch gets
 ``StoreUnavailable`` and none of their messages is acked. A crash with a batch half
-filled loses nothing: its messages are unacked and come back.
+filled loses nothing: its messages are unacked and come back. A commit whose handler
+was cancelled while it waited in the queue is not sent.
+
+The scheduling is :class:`GroupWriter`'s, which the participants' and the read side's
+document writes share (``orchestrator.store.writes``).
 
 :class:`Bookkeeper` batches the bookkeeping writes that may lag behind: outboxes flagged
 dispatched, and deadlines superseded by a saga's next commit. Losing them (a crash)
