@@ -97,16 +97,17 @@ async def test_messages_per_saga_follow_the_definition(report: BenchReport) -> N
 
 async def test_store_commands_cpu_and_memory_per_service(report: BenchReport) -> None:
     """Every participant wrote to the store; the orchestrator's commits took at most
-    one insert each (group commit lets concurrent ones share); CPU was spent by the
-    services and the baseline; each service's memory is reported when ready, at the
-    window's edges and at the end."""
+    one insert each, and each participant at most a few round trips per saga (group
+    commit lets concurrent writes share one); CPU was spent by the services and the
+    baseline; each service's memory is reported when ready, at the window's edges and
+    at the end."""
     sagas = report.sagas_started()
     steps = len(definition(report.saga["name"]).steps)
     ops = report.store_total
     inserts = ops.by_service["orchestrator"].get("insert", 0)
     assert 0 < inserts <= (1 + steps) * sagas
     for service in report.saga["services"][1:]:
-        assert ops.writes(service) >= sagas, service
+        assert 0 < ops.writes(service) <= 4 * steps * sagas, service
     (row,) = rows(report)
     assert row["writes"] > 0
     assert row["cpu_services"] > 0
