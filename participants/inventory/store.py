@@ -22,7 +22,7 @@ No lease and no clock: two attempts at once are both correct, one of them is was
 Round trips: reserve is one conditional update per SKU plus the insert; release and
 ship are one ``find_one_and_update`` of the reservation (which returns its lines) plus
 one update per SKU. The inserts and the moves are group-committed
-(``participants.kit.writes``): concurrent commands share their round trips, each
+(``orchestrator.store.writes``): concurrent commands share their round trips, each
 resuming only once its own write is confirmed; the holds and the flips, whose outcome
 decides what comes next, are round trips of their own. Nothing scans SKUs: every move
 is addressed by the lines. Only a reserve that finds a SKU short reads more: before it

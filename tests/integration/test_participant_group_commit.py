@@ -1,4 +1,4 @@
-"""Group commit in the participants (``participants.kit.writes``), against the real
+"""Group commit in the participants (``orchestrator.store.writes``), against the real
 store: a batch with duplicates and a race beside good writes treats each on its own; a
 batch the store fails fails every command in it, none acked, each redelivered; a SIGKILL
 with a half-filled batch loses nothing."""
