@@ -28,7 +28,9 @@ from contracts.events import (
     SagaCompleted,
     SagaFailed,
     SagaOutcome,
+    SagaProgressBatch,
     SagaProgressed,
+    SagaProgressedItem,
 )
 from contracts.inventory import (
     InventoryRestocked,
@@ -117,7 +119,9 @@ __all__ = [
     "SagaCompleted",
     "SagaFailed",
     "SagaOutcome",
+    "SagaProgressBatch",
     "SagaProgressed",
+    "SagaProgressedItem",
     "ScheduleShipment",
     "ShipStock",
     "ShipmentCancelled",

@@ -15,7 +15,9 @@ __all__ = [
     "SagaCompleted",
     "SagaFailed",
     "SagaOutcome",
+    "SagaProgressBatch",
     "SagaProgressed",
+    "SagaProgressedItem",
 ]
 
 
@@ -90,6 +92,29 @@ class SagaProgressed(Message):
     deadline: datetime | None = None
     events: tuple[ProgressEvent, ...]
     start: dict[str, Any] = Field(default_factory=dict)
+
+
+class SagaProgressedItem(Message):
+    """One saga's progress event inside a :class:`SagaProgressBatch`."""
+
+    saga_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")
+    progressed: SagaProgressed
+
+
+@message("saga.progress_batch.v1")
+class SagaProgressBatch(Message):
+    """The progress events of concurrent commits of one saga type, in one message.
+
+    Published as ``<saga_name>.progressed``, beside single :class:`SagaProgressed`
+    messages (a commit alone in its batch goes as one of those), when the orchestrator
+    runs with ``SAGA_PROGRESS_BATCH`` above 1. Items are in the order their commits
+    were dispatched; a saga appears at most once per version. A consumer applies them
+    in order and acks the message once every item is applied; a redelivery applies
+    them again, which changes nothing (``version`` per saga, as for single events).
+    """
+
+    saga_name: str
+    progress: tuple[SagaProgressedItem, ...] = Field(min_length=1, max_length=1000)
 
 
 def _order_id_to_reference(body: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,14 @@ from urllib.parse import urlsplit
 
 from pydantic.json_schema import models_json_schema
 
-from contracts import Message, SagaCompensated, SagaCompleted, SagaFailed, SagaProgressed
+from contracts import (
+    Message,
+    SagaCompensated,
+    SagaCompleted,
+    SagaFailed,
+    SagaProgressBatch,
+    SagaProgressed,
+)
 from orchestrator.messaging.connection import split_urls
 from orchestrator.messaging.envelope import ATTEMPT, CAUSATION_ID, HANDLER_ATTEMPTS, SAGA_VERSION
 from orchestrator.saga.decide import outcome_key
@@ -80,6 +87,7 @@ def saga_routes(topology: Topology, registry: SagaRegistry) -> list[Route]:
             add(events, outcome_key(d.name, outcome), kind, "orchestrator", role="outcome")
         progressed = outcome_key(d.name, "progressed")
         add(events, progressed, SagaProgressed, "orchestrator", role="progress")
+        add(events, progressed, SagaProgressBatch, "orchestrator", role="progress")
     return routes
 
 

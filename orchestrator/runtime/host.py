@@ -22,6 +22,7 @@ from orchestrator.messaging.consumer import Consumer, Handler
 from orchestrator.messaging.outage import StoreGate
 from orchestrator.observability import probes, tracing
 from orchestrator.runtime.logs import configure_logging
+from orchestrator.runtime.progress import per_saga
 from orchestrator.settings import ConfigError, Settings
 from orchestrator.store.connect import connect_mongo, store_probe
 
@@ -73,12 +74,13 @@ class ServiceHost:
         self.consume_queue(self.topology.queue(queue), handler)
 
     def consume_queue(self, queue: WorkQueue, handler: Handler) -> None:
-        """Register a consumer of a work queue of this topology."""
+        """Register a consumer of a work queue of this topology. The handler sees a
+        batch of progress events as one envelope per saga (``per_saga``)."""
         self.consumers.append(
             Consumer(
                 bus=self.bus,
                 queue=queue,
-                handler=handler,
+                handler=per_saga(handler),
                 prefetch=self.settings.prefetch,
                 max_body_bytes=self.settings.max_body_bytes,
                 max_deferrals=self.settings.max_deferrals,

@@ -6,6 +6,8 @@ variable                       default  meaning
 SAGA_COMMIT_WINDOW_MS          0        group commit: wait this long for more commits
                                         (0: only those ready in the same loop turn)
 SAGA_COMMIT_BATCH              100      group commit: at most this many per insert
+SAGA_PROGRESS_BATCH            100      progress events of concurrent commits sent as
+                                        one message, at most this many (1: one each)
 SAGA_POLL_IDLE                 30       seconds between relay/watcher passes when idle
 SAGA_RELAY_BATCH               200      outboxes per relay pass
 SAGA_DEADLINE_BATCH            500      deadlines per watcher pass
@@ -49,12 +51,20 @@ def _positive_int(e: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _bounded_int(e: Mapping[str, str], name: str, default: int, *, most: int) -> int:
+    value = _positive_int(e, name, default)
+    if value > most:
+        raise ConfigError(f"{name}={value} must be at most {most}")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class RuntimeOptions:
     """Group commit, poller pacing, parking of failing work, retention."""
 
     commit_window: float = 0.0
     commit_batch: int = 100
+    progress_batch: int = 100
     poll_idle: float = 30.0
     relay_batch: int = 200
     deadline_batch: int = 500
@@ -72,6 +82,7 @@ class RuntimeOptions:
         return cls(
             commit_window=_non_negative(e, "SAGA_COMMIT_WINDOW_MS", 0.0) / 1000,
             commit_batch=_positive_int(e, "SAGA_COMMIT_BATCH", 100),
+            progress_batch=_bounded_int(e, "SAGA_PROGRESS_BATCH", 100, most=1000),
             poll_idle=env_float(e, "SAGA_POLL_IDLE", 30.0),
             relay_batch=_positive_int(e, "SAGA_RELAY_BATCH", 200),
             deadline_batch=_positive_int(e, "SAGA_DEADLINE_BATCH", 500),

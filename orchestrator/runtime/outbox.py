@@ -27,7 +27,7 @@ takes is seen rather than lost. What a return means depends on what was expected
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -40,11 +40,16 @@ from orchestrator.messaging.envelope import build_message
 from orchestrator.observability import metrics, tracing
 from orchestrator.runtime.batcher import Bookkeeper
 from orchestrator.runtime.pacing import Backoff, Pacer
+from orchestrator.runtime.progress import is_progress
 
 if TYPE_CHECKING:
+    import aio_pika
+
+    from contracts import Message
     from orchestrator.messaging.bus import Bus
     from orchestrator.messaging.topology import Topology
     from orchestrator.ports import OutboxPublisher, OutboxStore
+    from orchestrator.runtime.progress import ProgressBatcher
     from orchestrator.saga.commits import Commit, OutboxEntry, PendingOutbox
 
 __all__ = [
@@ -87,26 +92,43 @@ class AmqpOutboxPublisher:
             reply_to=topology.reply_key(commit.saga_name) if command else None,
             app_id=self.app_id,
         )
+        await self._send(
+            message, command=command, routing_key=entry.routing_key, saga_id=commit.saga_id
+        )
+
+    async def publish_batch(self, batch: Message, *, message_id: str, routing_key: str) -> None:
+        """Publish an event that stands for several commits' (progress events batched,
+        see ``orchestrator.runtime.progress``), with confirms, as :meth:`publish` does.
+        Its correlation id is its own id: it belongs to no one saga."""
+        message = build_message(
+            batch, message_id=message_id, correlation_id=message_id, app_id=self.app_id
+        )
+        await self._send(message, command=False, routing_key=routing_key, saga_id=None)
+
+    async def _send(
+        self, message: aio_pika.Message, *, command: bool, routing_key: str, saga_id: str | None
+    ) -> None:
+        topology = self.bus.topology
         exchange = topology.commands_exchange if command else topology.events_exchange
         try:
             await self.bus.publish(
-                message, exchange=exchange, routing_key=entry.routing_key, mandatory=True
+                message, exchange=exchange, routing_key=routing_key, mandatory=True
             )
         except BrokerUnavailable as e:
             if not isinstance(e.__cause__, PublishError):
                 raise
             # Returned: no queue takes it.
-            if not command and not expected(topology, exchange, entry.routing_key):
+            if not command and not expected(topology, exchange, routing_key):
                 self.unrouted_events += 1
                 log.info(
                     "outcome_event_unrouted",
-                    saga_id=commit.saga_id,
-                    routing_key=entry.routing_key,
-                    message_type=entry.type,
+                    saga_id=saga_id,
+                    routing_key=routing_key,
+                    message_type=message.type,
                 )
                 return
             raise Unroutable(
-                f"no queue is bound for {exchange}/{entry.routing_key} ({entry.type})"
+                f"no queue is bound for {exchange}/{routing_key} ({message.type})"
             ) from e
 
 
@@ -143,9 +165,12 @@ class Dispatcher:
         bookkeeper: Bookkeeper | None = None,
         flush_interval: float = 0.05,
         batch_size: int = 500,
+        progress: ProgressBatcher | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
+        self.progress = progress
+        """Batches the commits' progress events, if given (``SAGA_PROGRESS_BATCH``)."""
         self.bookkeeper = bookkeeper or Bookkeeper(
             outbox=store, flush_interval=flush_interval, batch_size=batch_size
         )
@@ -187,8 +212,7 @@ class Dispatcher:
         if not commit.outbox:
             return
         results = await asyncio.gather(
-            *(self.publisher.publish(commit=commit, entry=entry) for entry in commit.outbox),
-            return_exceptions=True,
+            *(self._publish(commit, entry) for entry in commit.outbox), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):
@@ -197,6 +221,11 @@ class Dispatcher:
         self.bookkeeper.dispatched(commit.id)
         if self.bookkeeper.full():
             await self.bookkeeper.flush()
+
+    def _publish(self, commit: Commit, entry: OutboxEntry) -> Awaitable[None]:
+        if self.progress is not None and is_progress(entry):
+            return self.progress.publish(commit, entry)
+        return self.publisher.publish(commit=commit, entry=entry)
 
     async def flush(self) -> None:
         """Flag everything published so far."""

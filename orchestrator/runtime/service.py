@@ -17,6 +17,7 @@ from orchestrator.runtime.engine import SagaRuntime, utcnow
 from orchestrator.runtime.host import ServiceHost, run_service
 from orchestrator.runtime.options import RuntimeOptions
 from orchestrator.runtime.outbox import AmqpOutboxPublisher, Dispatcher, OutboxRelay
+from orchestrator.runtime.progress import ProgressBatcher
 from orchestrator.saga.registry import VersionInUse
 from orchestrator.store.mongo import MongoSagaStore
 
@@ -94,8 +95,14 @@ class OrchestratorService(ServiceHost):
             max_batch=options.commit_batch,
             bookkeeper=bookkeeper,
         )
+        publisher = AmqpOutboxPublisher(bus=self.bus)
+        progress = (
+            ProgressBatcher(publisher=publisher, max_batch=options.progress_batch)
+            if options.progress_batch > 1
+            else None
+        )
         dispatcher = Dispatcher(
-            store=store, publisher=AmqpOutboxPublisher(bus=self.bus), bookkeeper=bookkeeper
+            store=store, publisher=publisher, bookkeeper=bookkeeper, progress=progress
         )
         self._store, self._batcher = store, batcher
         self._runtime = SagaRuntime(

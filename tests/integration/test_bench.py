@@ -82,7 +82,8 @@ async def test_the_saga_and_its_services_come_from_the_registered_definition(
 async def test_messages_per_saga_follow_the_definition(report: BenchReport) -> None:
     """The saga path is exactly two messages per step plus the start and the outcome,
     as stored by the commits; progress events come on top (at most one per commit); the
-    baseline sends exactly the saga path; the broker's count matches the store's."""
+    baseline sends exactly the saga path; the broker's count is the store's saga path
+    plus at least one and at most one message per progress event (they are batched)."""
     steps = len(definition(report.saga["name"]).steps)
     assert report.expected_messages == 2 + 2 * steps
     assert report.saga_path_per_saga() == pytest.approx(2 + 2 * steps)
@@ -90,9 +91,9 @@ async def test_messages_per_saga_follow_the_definition(report: BenchReport) -> N
     assert report.messages_per_saga("baseline") == pytest.approx(2 + 2 * steps)
     system = report.messages["system"]
     if report.messages_counted_by_broker("system"):  # the management plugin answered
-        assert system["publishes"] == system["outbox_estimate"]
-        per_saga = report.saga_path_per_saga() + report.progress_per_saga()
-        assert report.messages_per_saga("system") == pytest.approx(per_saga)
+        # Progress events go in batches (SAGA_PROGRESS_BATCH): at least one message for
+        # them, at most one each.
+        assert system["saga_path_estimate"] < system["publishes"] <= system["outbox_estimate"]
 
 
 async def test_store_commands_cpu_and_memory_per_service(report: BenchReport) -> None:
@@ -189,4 +190,4 @@ async def test_history_mode_seeds_finished_sagas_before_measuring(
     assert report.messages_per_saga("baseline") == pytest.approx(2 + 2 * steps)
     system = report.messages["system"]
     if report.messages_counted_by_broker("system"):
-        assert system["publishes"] == system["outbox_estimate"]
+        assert system["saga_path_estimate"] < system["publishes"] <= system["outbox_estimate"]

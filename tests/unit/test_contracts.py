@@ -207,7 +207,7 @@ def test_every_exported_contract_is_registered() -> None:
     # registry: compare with the package's.
     shipped = {c for c in registered_types().values() if c.__module__.startswith("contracts.")}
     assert exported == shipped
-    assert len(exported) == 42  # 26 of the order saga, 16 of the return saga
+    assert len(exported) == 43  # 26 of the order saga, 16 of the return saga, the batch
 
 
 def test_registered_types_is_a_copy() -> None:

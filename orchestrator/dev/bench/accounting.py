@@ -27,6 +27,7 @@ __all__ = [
     "notes",
     "outbox_estimate",
     "publishes_so_far",
+    "saga_path_estimate",
     "system_exchanges",
 ]
 
@@ -169,6 +170,12 @@ def outbox_estimate(sagas: int, outbox: Mapping[str, int]) -> int:
     """What the commits say was sent: the starts, every stored command and its reply,
     every stored event."""
     return sagas + 2 * outbox.get("command", 0) + outbox.get("event", 0)
+
+
+def saga_path_estimate(sagas: int, outbox: Mapping[str, int]) -> int:
+    """What the commits say was sent, progress events left out: the broker counts those
+    as fewer messages when they are batched (``SAGA_PROGRESS_BATCH``)."""
+    return outbox_estimate(sagas, outbox) - outbox.get("progress", 0)
 
 
 def _minimum_messages(outcomes: Mapping[str, int], per_saga: int) -> int:

@@ -236,7 +236,14 @@ def _messages_line(report: BenchReport, target: str) -> str:
             f"(the broker could not be asked: {counted.get('error', '?')})"
         )
     levels = report.system if target == "system" else report.baseline
-    if "outbox_estimate" in counted:
+    batched = report.progress_messages() if target == "system" else None
+    if batched is not None and counted.get("publishes") != counted.get("outbox_estimate"):
+        progress = counted["outbox_estimate"] - counted["saga_path_estimate"]
+        check = (
+            f"expected from the store: {counted['saga_path_estimate']} on the saga path and "
+            f"{progress} progress events, published in {batched} messages (batched)"
+        )
+    elif "outbox_estimate" in counted:
         check = f"expected from the store: {counted['outbox_estimate']}"
     else:
         check = f"by construction: {counted.get('by_construction')}"

@@ -243,6 +243,16 @@ class BenchReport:
             return math.nan
         return (sagas + 2 * counted.get("command", 0) + counted.get("outcome", 0)) / sagas
 
+    def progress_messages(self) -> int | None:
+        """Messages the broker counted for the progress events (fewer than the events
+        when they are batched): its count less the saga path the store expects; None if
+        either is unknown."""
+        counted = self.messages.get("system") or {}
+        publishes, path = counted.get("publishes"), counted.get("saga_path_estimate")
+        if publishes is None or path is None:
+            return None
+        return int(publishes) - int(path)
+
     def progress_per_saga(self) -> float:
         """Progress events per saga started, as the commits stored them (nan if unknown)."""
         counted = (self.messages.get("system") or {}).get("stored") or {}

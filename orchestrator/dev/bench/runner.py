@@ -37,6 +37,7 @@ from orchestrator.dev.bench.accounting import (
     count_messages,
     notes,
     outbox_estimate,
+    saga_path_estimate,
 )
 from orchestrator.dev.bench.baseline import RawTopology
 from orchestrator.dev.bench.children import start_all, stop_all
@@ -273,6 +274,7 @@ async def _finish(
     else:
         counted["stored"] = stored
         counted["outbox_estimate"] = outbox_estimate(report.sagas_started(), stored)
+        counted["saga_path_estimate"] = saga_path_estimate(report.sagas_started(), stored)
     if system.profilers is not None:
         report.profiles = system.profilers.summaries()
     pyinstrument = system.profilers is not None and system.profilers.kind == "pyinstrument"
