@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
+import structlog
+
 from contracts import (
     Message,
     SagaProgressBatch,
@@ -165,21 +167,24 @@ def per_saga(handler: Handler) -> Handler:
             await handler(envelope)
             return
         results = await asyncio.gather(
-            *(
-                handler(
-                    replace(
-                        envelope,
-                        message=item.progressed,
-                        message_id=f"{item.saga_id}:v{item.progressed.version}",
-                        correlation_id=item.saga_id,
-                    )
-                )
-                for item in batch.progress
-            ),
-            return_exceptions=True,
+            *(_one(handler, envelope, item) for item in batch.progress), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
 
     return handle
+
+
+async def _one(handler: Handler, batch: Envelope, item: SagaProgressedItem) -> None:
+    """One item of a batch, logged as its saga's (each runs in a task of its own, so
+    the binding is its own)."""
+    message_id = f"{item.saga_id}:v{item.progressed.version}"
+    with structlog.contextvars.bound_contextvars(
+        saga_id=item.saga_id, message_id=message_id, message_type=SagaProgressed.TYPE
+    ):
+        await handler(
+            replace(
+                batch, message=item.progressed, message_id=message_id, correlation_id=item.saga_id
+            )
+        )
