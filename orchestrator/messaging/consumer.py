@@ -36,13 +36,16 @@ from orchestrator.errors import Deferred
 from orchestrator.messaging.envelope import (
     ATTEMPT,
     Envelope,
+    build_message,
     copy_message,
     header_int,
     read_envelope,
 )
 from orchestrator.observability import metrics, tracing
+from orchestrator.runtime.progress import BatchFailed, single
 
 if TYPE_CHECKING:
+    import aio_pika
     from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 
     from orchestrator.messaging.bus import Bus
@@ -180,6 +183,8 @@ class Consumer:
             try:
                 with tracing.consuming(self.queue.name, envelope):  # tracing: consumer span
                     await run(envelope)
+            except BatchFailed as e:
+                await self._split(raw, attempt, e)
             except MalformedMessage as e:
                 await self._dead_letter(raw, attempt, e, e.reason)
             except Deferred as e:
@@ -190,9 +195,15 @@ class Consumer:
                 await self._settle(raw, ack=True)
 
     async def _retry(self, raw: AbstractIncomingMessage, attempt: int, error: Exception) -> None:
+        await self._forward(raw, *self._retry_to(raw, attempt, error))
+
+    def _retry_to(
+        self, raw: AbstractIncomingMessage, attempt: int, error: Exception
+    ) -> tuple[str, dict[str, Any]]:
+        """The next retry tier and the copy's headers (the dead-letter queue after the
+        last attempt)."""
         if attempt >= self.queue.max_attempts:
-            await self._dead_letter(raw, attempt, error, "retries_exhausted")
-            return
+            return self._dead_letter_to(raw, attempt, error, "retries_exhausted")
         tier = min(attempt - 1, len(self.queue.retry_delays) - 1)
         target = self.queue.retry_queue(tier)
         headers = dead_letter_headers(
@@ -206,26 +217,35 @@ class Consumer:
             error=repr(error),
         )
         metrics.retried(self.queue.name, error)
-        await self._forward(raw, target, headers)
+        return target, headers
 
     async def _defer(self, raw: AbstractIncomingMessage, attempt: int, error: Deferred) -> None:
+        await self._forward(raw, *self._defer_to(raw, attempt, error))
+
+    def _defer_to(
+        self, raw: AbstractIncomingMessage, attempt: int, error: Deferred
+    ) -> tuple[str, dict[str, Any]]:
         """Round the first retry tier, attempt not counted: another consumer may take it.
         After ``max_deferrals`` rounds no instance is going to: dead-letter it."""
         rounds = header_int((raw.headers or {}).get(DEFERRALS), 0) + 1
         if rounds > self.max_deferrals:
-            await self._dead_letter(raw, attempt, error, "not_served")
-            return
+            return self._dead_letter_to(raw, attempt, error, "not_served")
         headers = dead_letter_headers(
             raw, queue=self.queue.name, attempt=attempt, error=error, reason="deferred"
         )
         headers[DEFERRALS] = rounds
         log.info("message_deferred", queue=self.queue.name, deferrals=headers[DEFERRALS])
         metrics.note_outcome("deferred")
-        await self._forward(raw, self.queue.retry_queue(0), headers)
+        return self.queue.retry_queue(0), headers
 
     async def _dead_letter(
         self, raw: AbstractIncomingMessage, attempt: int, error: BaseException, reason: str
     ) -> None:
+        await self._forward(raw, *self._dead_letter_to(raw, attempt, error, reason))
+
+    def _dead_letter_to(
+        self, raw: AbstractIncomingMessage, attempt: int, error: BaseException, reason: str
+    ) -> tuple[str, dict[str, Any]]:
         headers = dead_letter_headers(
             raw, queue=self.queue.name, attempt=attempt, error=error, reason=reason
         )
@@ -239,7 +259,39 @@ class Consumer:
             message_type=raw.type,
         )
         metrics.dead_lettered(self.queue.name, reason)
-        await self._forward(raw, self.queue.dlq, headers)
+        return self.queue.dlq, headers
+
+    async def _split(self, raw: AbstractIncomingMessage, attempt: int, failed: BatchFailed) -> None:
+        """A progress batch of which some items failed: each failed item goes on alone,
+        as the single event it stands for, where its own error sends it (a retry tier
+        with the batch's next attempt, or the dead-letter queue), then the batch is
+        acked. If a copy cannot be published the batch is requeued: its items are
+        applied again, which changes nothing for those already applied."""
+        copies: list[tuple[aio_pika.Message, str]] = []
+        for item, error in failed.failures:
+            event, message_id = single(item)
+            with structlog.contextvars.bound_contextvars(
+                saga_id=item.saga_id, message_id=message_id, message_type=event.TYPE
+            ):
+                if isinstance(error, MalformedMessage):
+                    target, headers = self._dead_letter_to(raw, attempt, error, error.reason)
+                elif isinstance(error, Deferred):
+                    target, headers = self._defer_to(raw, attempt, error)
+                else:
+                    target, headers = self._retry_to(raw, attempt, error)
+            copy = build_message(event, message_id=message_id, correlation_id=item.saga_id)
+            copy.headers = headers
+            copy.app_id = raw.app_id
+            copies.append((copy, target))
+        try:
+            await asyncio.gather(
+                *(self.bus.publish(c, exchange="", routing_key=t) for c, t in copies)
+            )
+        except Exception as e:  # the batch must go back, whatever failed
+            log.warning("forward_failed_requeueing", target="(batch items)", error=repr(e))
+            await self._settle(raw, ack=False)
+            return
+        await self._settle(raw, ack=True)
 
     async def _forward(
         self, raw: AbstractIncomingMessage, queue: str, headers: dict[str, Any]

@@ -80,7 +80,7 @@ class ServiceHost:
             Consumer(
                 bus=self.bus,
                 queue=queue,
-                handler=per_saga(handler),
+                handler=per_saga(handler, limit=self.settings.prefetch),
                 prefetch=self.settings.prefetch,
                 max_body_bytes=self.settings.max_body_bytes,
                 max_deferrals=self.settings.max_deferrals,

@@ -14,10 +14,13 @@ message of it, its progress event included, was confirmed. If a batch is not con
 every commit in it stays pending and the relay publishes it again (alone or batched).
 
 Consumers: :func:`per_saga` wraps a handler so that it sees one envelope per saga
-(every service host does this), applying a batch's items in order and acking the
-delivery once all of them are applied. A failure retries or dead-letters the whole
-batch; the items already applied are applied again, which the read side's per-saga
-version guards make a no-op, as for any redelivered progress event.
+(every service host does this, at most its prefetch of handler calls at a time), and
+the delivery is acked once every item is applied. If some items fail, the consumer
+sends each of them on alone, as its saga's own ``SagaProgressed``, where its own error
+sends it (a retry tier, the dead-letter queue) and acks the batch
+(``orchestrator.messaging.consumer``): the items applied are not applied again, and
+each saga has its own retry budget and its own dead letter. A message of several
+commits is not part of any saga's trace.
 
 Upgrading: consumers that know the batch type must run before an orchestrator turns
 batching on; an older consumer dead-letters a batch as ``unknown_type`` (nothing is
@@ -27,6 +30,7 @@ lost: replay it from the dead-letter queue after the upgrade).
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -41,6 +45,7 @@ from contracts import (
     SagaProgressedItem,
     encode,
 )
+from orchestrator.errors import BrokerUnavailable, TransientError
 from orchestrator.runtime.batcher import GroupWriter
 
 if TYPE_CHECKING:
@@ -49,10 +54,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_BATCH_BYTES",
+    "BatchFailed",
     "BatchPublisher",
     "ProgressBatcher",
     "is_progress",
     "per_saga",
+    "single",
 ]
 
 MAX_BATCH_BYTES = 128 * 1024
@@ -86,10 +93,18 @@ class ProgressBatcher(GroupWriter[Queued]):
     failure_event = "progress_batch_failed"
 
     def __init__(
-        self, *, publisher: BatchPublisher, max_batch: int = 100, max_in_flight: int = 2
+        self,
+        *,
+        publisher: BatchPublisher,
+        max_batch: int = 100,
+        max_in_flight: int = 2,
+        max_bytes: int = MAX_BATCH_BYTES,
     ) -> None:
         super().__init__(window=0.0, max_batch=max_batch, max_in_flight=max_in_flight)
         self.publisher = publisher
+        self.max_bytes = max_bytes
+        """A batch's body stays under this (split if bigger); at most half the
+        consumers' ``SAGA_MAX_BODY_BYTES``, which the orchestrator passes in."""
         self.batched = 0
         """Progress events published inside a batch of two or more."""
         self.messages = 0
@@ -100,22 +115,39 @@ class ProgressBatcher(GroupWriter[Queued]):
         await self.submit((commit, entry))
 
     async def write_batch(self, items: Sequence[Queued]) -> Sequence[Exception | None]:
-        """One message per saga type (split if too big); a stored body that no longer
-        validates fails only its own commit."""
+        """One message per saga type (split if too big), sent side by side. Each commit
+        gets its own outcome: a stored body that no longer validates fails only its
+        commit, a message not confirmed (or whose route is gone) only the commits in it."""
         outcomes: list[Exception | None] = [None] * len(items)
         groups: dict[tuple[str, str], list[tuple[int, SagaProgressedItem]]] = {}
         for i, (commit, entry) in enumerate(items):
             try:
-                message = entry.message()
+                item = _item(commit, entry)
             except Exception as e:  # the relay parks it with the reason
                 outcomes[i] = e
                 continue
-            assert isinstance(message, SagaProgressed)
-            item = SagaProgressedItem(saga_id=commit.saga_id, progressed=message)
-            groups.setdefault((entry.routing_key, message.saga_name), []).append((i, item))
-        for (routing_key, saga_name), group in groups.items():
-            for chunk in _chunks(group):
-                await self._send(items, routing_key, saga_name, chunk)
+            key = (entry.routing_key, item.progressed.saga_name)
+            groups.setdefault(key, []).append((i, item))
+        chunks = [
+            (key, chunk)
+            for key, group in groups.items()
+            for chunk in _chunks(group, self.max_bytes)
+        ]
+        results = await asyncio.gather(
+            *(self._send(items, key, name, chunk) for (key, name), chunk in chunks),
+            return_exceptions=True,
+        )
+        for (_, chunk), result in zip(chunks, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancelled: every write of the batch fails
+            if isinstance(result, Exception):
+                error = (
+                    result
+                    if isinstance(result, TransientError)
+                    else BrokerUnavailable(f"progress not published: {result!r}")
+                )
+                for i, _ in chunk:
+                    outcomes[i] = _own(error)
         return outcomes
 
     async def _send(
@@ -137,49 +169,106 @@ class ProgressBatcher(GroupWriter[Queued]):
         self.messages += 1
 
 
+def _item(commit: Commit, entry: OutboxEntry) -> SagaProgressedItem:
+    """The batch item of a stored progress event (its body validated)."""
+    message = entry.message()
+    if not isinstance(message, SagaProgressed):
+        raise TypeError(f"{entry.type} is not a progress event")
+    return SagaProgressedItem(saga_id=commit.saga_id, progressed=message)
+
+
+def _own(error: Exception) -> Exception:
+    """A copy of ``error`` for one commit (one object raised in many handlers would
+    share its traceback)."""
+    try:
+        own = copy.copy(error)
+    except Exception:  # an exception class that cannot be rebuilt from its args
+        own = BrokerUnavailable(str(error))
+    own.__cause__ = error
+    return own
+
+
 def _chunks(
-    group: list[tuple[int, SagaProgressedItem]],
+    group: list[tuple[int, SagaProgressedItem]], max_bytes: int
 ) -> list[list[tuple[int, SagaProgressedItem]]]:
-    """The group split so that each chunk's body stays under ``MAX_BATCH_BYTES``."""
+    """The group split so that each chunk's body stays under ``max_bytes``."""
     if len(group) == 1:
         return [group]
     size = sum(len(encode(item)) + 1 for _, item in group)
-    if size <= MAX_BATCH_BYTES:
+    if size <= max_bytes:
         return [group]
     half = len(group) // 2
-    return _chunks(group[:half]) + _chunks(group[half:])
+    return _chunks(group[:half], max_bytes) + _chunks(group[half:], max_bytes)
 
 
-def per_saga(handler: Handler) -> Handler:
+class BatchFailed(Exception):
+    """Some items of a progress batch failed; the others were applied.
+
+    The consumer sends each failed item on as a single ``SagaProgressed`` (a retry tier
+    or the dead-letter queue, by its own error, with the batch's attempt count) and acks
+    the batch, so that retries, dead letters and ``saga dlq --saga-id`` work per saga.
+    """
+
+    def __init__(self, failures: list[tuple[SagaProgressedItem, Exception]], applied: int):
+        self.failures = failures
+        self.applied = applied
+        first = failures[0][1]
+        super().__init__(
+            f"{len(failures)} of {len(failures) + applied} progress events failed, "
+            f"first {failures[0][0].saga_id}: {first!r}"
+        )
+
+
+def per_saga(handler: Handler, *, limit: int | None = None) -> Handler:
     """``handler`` with each item of a progress batch given to it as a single
     ``SagaProgressed`` envelope of its saga; other messages pass through.
 
     The items run side by side, as the single events of as many deliveries would (their
     writes share round trips; one after the other, a batch would take a round trip per
     item and fall behind the next batch, whose newer versions would then look like
-    gaps). They start in order, so a handler that takes a per-saga lock first applies
-    a saga's versions in order. Every item finishes before the delivery is settled;
-    then the first failure, in item order, is raised for the whole batch."""
+    gaps), at most ``limit`` handler calls at a time across all deliveries (the
+    consumer's prefetch: as many as without batches; more would queue writes long
+    enough to outlast the read side's leases). They start in order, so a handler that
+    takes a per-saga lock first applies a saga's versions in order. Every item finishes
+    before the delivery is settled; if some failed, :class:`BatchFailed` says which."""
+    gate = asyncio.Semaphore(limit) if limit else None
+
+    async def run(envelope: Envelope) -> None:
+        if gate is None:
+            await handler(envelope)
+            return
+        async with gate:
+            await handler(envelope)
 
     async def handle(envelope: Envelope) -> None:
         batch = envelope.message
         if not isinstance(batch, SagaProgressBatch):
-            await handler(envelope)
+            await run(envelope)
             return
         results = await asyncio.gather(
-            *(_one(handler, envelope, item) for item in batch.progress), return_exceptions=True
+            *(_one(run, envelope, item) for item in batch.progress), return_exceptions=True
         )
-        for result in results:
-            if isinstance(result, BaseException):
+        failures: list[tuple[SagaProgressedItem, Exception]] = []
+        for item, result in zip(batch.progress, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result
+            if isinstance(result, Exception):
+                failures.append((item, result))
+        if failures:
+            raise BatchFailed(failures, applied=len(results) - len(failures))
 
     return handle
+
+
+def single(item: SagaProgressedItem) -> tuple[SagaProgressed, str]:
+    """An item as the single event it stands for, and that event's message id."""
+    return item.progressed, f"{item.saga_id}:v{item.progressed.version}"
 
 
 async def _one(handler: Handler, batch: Envelope, item: SagaProgressedItem) -> None:
     """One item of a batch, logged as its saga's (each runs in a task of its own, so
     the binding is its own)."""
-    message_id = f"{item.saga_id}:v{item.progressed.version}"
+    _, message_id = single(item)
     with structlog.contextvars.bound_contextvars(
         saga_id=item.saga_id, message_id=message_id, message_type=SagaProgressed.TYPE
     ):

@@ -17,7 +17,7 @@ from orchestrator.runtime.engine import SagaRuntime, utcnow
 from orchestrator.runtime.host import ServiceHost, run_service
 from orchestrator.runtime.options import RuntimeOptions
 from orchestrator.runtime.outbox import AmqpOutboxPublisher, Dispatcher, OutboxRelay
-from orchestrator.runtime.progress import ProgressBatcher
+from orchestrator.runtime.progress import MAX_BATCH_BYTES, ProgressBatcher
 from orchestrator.saga.registry import VersionInUse
 from orchestrator.store.mongo import MongoSagaStore
 
@@ -97,7 +97,13 @@ class OrchestratorService(ServiceHost):
         )
         publisher = AmqpOutboxPublisher(bus=self.bus)
         progress = (
-            ProgressBatcher(publisher=publisher, max_batch=options.progress_batch)
+            ProgressBatcher(
+                publisher=publisher,
+                max_batch=options.progress_batch,
+                # The read side refuses bodies above its SAGA_MAX_BODY_BYTES (the same
+                # setting, in one deployment): a batch stays well under it.
+                max_bytes=min(MAX_BATCH_BYTES, self.settings.max_body_bytes // 2),
+            )
             if options.progress_batch > 1
             else None
         )

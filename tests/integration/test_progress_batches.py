@@ -5,11 +5,19 @@ exact, also when a batch fails part-way and comes back round the retry tiers."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from contracts import SagaProgressed
+from contracts import (
+    MalformedMessage,
+    ProgressEvent,
+    SagaProgressBatch,
+    SagaProgressed,
+    SagaProgressedItem,
+)
+from orchestrator.messaging.envelope import build_message
 from orchestrator.readside import ReadSideService
 from orchestrator.runtime.progress import ProgressBatcher
 from orchestrator.saga.state import Status
@@ -22,6 +30,7 @@ from tests.integration.test_readside import (
     restock,
     stock_side,
 )
+from tests.rabbit import depth, take_all
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +124,58 @@ async def test_a_batch_that_fails_part_way_is_retried_whole_and_counted_once(
     await assert_read_side_exact(readside, system, sagas)
     assert failed == set(sagas)
     assert progress.batched > before
+
+
+async def test_only_the_failed_items_of_a_batch_go_on_each_alone_where_its_error_sends_it(
+    system: System,
+) -> None:
+    """Review finding: a batch that failed part-way went round the retry tiers whole
+    (one retry budget for every saga in it, the items applied again) and was
+    dead-lettered whole, under an id no ``--saga-id`` filter finds. Now the failed items
+    go on alone: a transient failure to the retry tier, a malformed one to the
+    dead-letter queue, each as its saga's own ``saga.progressed``; the batch is acked."""
+    readside = ReadSideService(system.settings)
+    await system.start_extra(readside)
+    calls: dict[str, int] = {}
+
+    async def recording(saga_id: str, event: SagaProgressed) -> bool:
+        calls[saga_id] = calls.get(saga_id, 0) + 1
+        if saga_id == "probe-bad":
+            raise MalformedMessage("schema_violation", "not an event this saga has")
+        if saga_id == "probe-flaky" and calls[saga_id] == 1:
+            raise InjectedFault("analytics store hiccup")
+        return False
+
+    readside.analytics.apply = recording  # type: ignore[method-assign]
+    now = datetime.now(UTC)
+    items = tuple(
+        SagaProgressedItem(
+            saga_id=saga_id,
+            progressed=SagaProgressed(
+                saga_name="probe_saga",
+                version=1,
+                status="completed",
+                events=(ProgressEvent(type="saga_completed", at=now),),
+            ),
+        )
+        for saga_id in ("probe-good1", "probe-bad", "probe-flaky", "probe-good2")
+    )
+    batch = SagaProgressBatch(saga_name="probe_saga", progress=items)
+    topology = system.settings.topology()
+    message = build_message(batch, message_id="progress-probe", correlation_id="progress-probe")
+    await system.client.bus.publish(
+        message, exchange=topology.events_exchange, routing_key="probe_saga.progressed"
+    )
+
+    want = {"probe-good1": 1, "probe-bad": 1, "probe-flaky": 2, "probe-good2": 1}
+    await eventually(lambda: asyncio.sleep(0, dict(calls)), until=lambda c: c == want)
+    queue = topology.queue("analytics.events")
+    (letter,) = await eventually(
+        lambda: take_all(system.settings.amqp_url, queue.dlq), until=lambda got: len(got) == 1
+    )
+    assert letter.type == SagaProgressed.TYPE
+    assert letter.correlation_id == "probe-bad"
+    assert letter.message_id == "probe-bad:v1"
+    assert (letter.headers or {})["x-error-reason"] == "schema_violation"
+    assert await depth(system.settings.amqp_url, queue.name) == 0
+    assert calls == want  # the good items were not applied again

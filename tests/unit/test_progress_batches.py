@@ -19,10 +19,10 @@ from contracts import (
     SagaProgressedItem,
     encode,
 )
-from orchestrator.errors import BrokerUnavailable
+from orchestrator.errors import BrokerUnavailable, Unroutable
 from orchestrator.messaging.envelope import Envelope
 from orchestrator.runtime.outbox import Dispatcher
-from orchestrator.runtime.progress import MAX_BATCH_BYTES, ProgressBatcher, per_saga
+from orchestrator.runtime.progress import MAX_BATCH_BYTES, BatchFailed, ProgressBatcher, per_saga
 from orchestrator.saga.commits import Commit, OutboxEntry
 from orchestrator.store.memory import InMemorySagaStore
 
@@ -247,9 +247,59 @@ async def test_a_failing_item_fails_the_delivery_after_every_item_ran() -> None:
             raise RuntimeError("store down")
         done.append(envelope.correlation_id)
 
-    with pytest.raises(RuntimeError, match="store down"):
+    with pytest.raises(BatchFailed, match="store down") as raised:
         await per_saga(handler)(batch_envelope(("a", 1), ("b", 1), ("c", 1)))
     assert done == ["a", "c"]  # settled only after the others finished
+    assert [(item.saga_id, type(e)) for item, e in raised.value.failures] == [("b", RuntimeError)]
+    assert raised.value.applied == 2
+
+
+async def test_items_run_no_more_at_once_than_the_limit_across_deliveries() -> None:
+    """Without a bound, 64 deliveries of 100 items made 6,400 handlers queue writes
+    long enough to outlast the read side's leases (review finding)."""
+    running, most = 0, 0
+
+    async def handler(envelope: Envelope) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        running -= 1
+
+    handle = per_saga(handler, limit=4)
+    batches = [batch_envelope(*((f"s{d}-{i}", 1) for i in range(10))) for d in range(3)]
+    await asyncio.gather(*(handle(b) for b in batches))
+
+    assert most == 4
+
+
+async def test_a_route_gone_for_one_saga_type_fails_only_its_own_commits() -> None:
+    """Review finding: one saga type's progress route missing (Unroutable) failed, and in
+    the end parked, the commits of every other saga type batched in the same turn."""
+
+    class HalfRouted(Broker):
+        async def publish(self, *, commit: Commit, entry: OutboxEntry) -> None:
+            if entry.routing_key.startswith("order_return"):
+                raise Unroutable("no queue is bound for order_return.progressed")
+            await super().publish(commit=commit, entry=entry)
+
+        async def publish_batch(self, batch: Message, *, message_id: str, routing_key: str) -> None:
+            await asyncio.sleep(0)
+            if routing_key.startswith("order_return"):
+                raise Unroutable("no queue is bound for order_return.progressed")
+            await super().publish_batch(batch, message_id=message_id, routing_key=routing_key)
+
+    broker = HalfRouted()
+    dispatcher, _ = dispatcher_on(broker)
+    commits = [commit("r1", saga="order_return"), commit("r2", saga="order_return")]
+    commits += [commit("o1"), commit("o2")]
+
+    results = await asyncio.gather(*(dispatcher.dispatch(c) for c in commits))
+
+    assert results == [False, False, True, True]
+    assert [[i.saga_id for i in b.progress] for b, _ in broker.batches] == [["o1", "o2"]]
+    assert dispatcher.bookkeeper.pending == 2  # o1 and o2 flagged; r1 and r2 stay pending
 
 
 async def test_other_messages_pass_through() -> None:
