@@ -59,6 +59,10 @@ Handler = Callable[[Envelope], Awaitable[None]]
 log = structlog.get_logger("consumer")
 
 ERROR_MESSAGE_LIMIT = 1000
+BATCH_ONLY = frozenset(
+    {"traceparent", "tracestate", "x-delivery-count", "x-replayed-at", "x-replay-count"}
+)
+"""Headers of a progress batch that its failed items' copies do not inherit."""
 DEFERRALS = "x-deferrals"
 
 
@@ -244,19 +248,28 @@ class Consumer:
         await self._forward(raw, *self._dead_letter_to(raw, attempt, error, reason))
 
     def _dead_letter_to(
-        self, raw: AbstractIncomingMessage, attempt: int, error: BaseException, reason: str
+        self,
+        raw: AbstractIncomingMessage,
+        attempt: int,
+        error: BaseException,
+        reason: str,
+        *,
+        message: tuple[str | None, str | None] | None = None,
     ) -> tuple[str, dict[str, Any]]:
+        """The dead-letter queue and the copy's headers; ``message`` (id, type) names
+        the copy when it is not ``raw`` (an item of a progress batch)."""
         headers = dead_letter_headers(
             raw, queue=self.queue.name, attempt=attempt, error=error, reason=reason
         )
+        message_id, message_type = message or (raw.message_id, raw.type)
         log.error(
             "message_dead_lettered",
             queue=self.queue.name,
             dlq=self.queue.dlq,
             reason=reason,
             error=str(error)[:ERROR_MESSAGE_LIMIT],
-            message_id=raw.message_id,
-            message_type=raw.type,
+            message_id=message_id,
+            message_type=message_type,
         )
         metrics.dead_lettered(self.queue.name, reason)
         return self.queue.dlq, headers
@@ -274,21 +287,28 @@ class Consumer:
                 saga_id=item.saga_id, message_id=message_id, message_type=event.TYPE
             ):
                 if isinstance(error, MalformedMessage):
-                    target, headers = self._dead_letter_to(raw, attempt, error, error.reason)
+                    target, headers = self._dead_letter_to(
+                        raw, attempt, error, error.reason, message=(message_id, event.TYPE)
+                    )
                 elif isinstance(error, Deferred):
                     target, headers = self._defer_to(raw, attempt, error)
                 else:
                     target, headers = self._retry_to(raw, attempt, error)
             copy = build_message(event, message_id=message_id, correlation_id=item.saga_id)
-            copy.headers = headers
+            # The failure's headers, not the batch's own history (its trace, its
+            # deliveries, its replays): the copy is a message of its own.
+            kept = {k: v for k, v in headers.items() if k not in BATCH_ONLY}
+            copy.headers = {**(copy.headers or {}), **kept}
             copy.app_id = raw.app_id
             copies.append((copy, target))
-        try:
-            await asyncio.gather(
-                *(self.bus.publish(c, exchange="", routing_key=t) for c, t in copies)
-            )
-        except Exception as e:  # the batch must go back, whatever failed
-            log.warning("forward_failed_requeueing", target="(batch items)", error=repr(e))
+        results = await asyncio.gather(
+            *(self.bus.publish(c, exchange="", routing_key=t) for c, t in copies),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:  # the batch must go back, whatever failed
+            first = repr(failures[0])
+            log.warning("forward_failed_requeueing", target="(batch items)", error=first)
             await self._settle(raw, ack=False)
             return
         await self._settle(raw, ack=True)

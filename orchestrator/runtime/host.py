@@ -80,7 +80,9 @@ class ServiceHost:
             Consumer(
                 bus=self.bus,
                 queue=queue,
-                handler=per_saga(handler, limit=self.settings.prefetch),
+                handler=per_saga(
+                    handler, limit=self.settings.prefetch, guard=self.store_gate.guard
+                ),
                 prefetch=self.settings.prefetch,
                 max_body_bytes=self.settings.max_body_bytes,
                 max_deferrals=self.settings.max_deferrals,

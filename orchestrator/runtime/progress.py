@@ -219,7 +219,12 @@ class BatchFailed(Exception):
         )
 
 
-def per_saga(handler: Handler, *, limit: int | None = None) -> Handler:
+def per_saga(
+    handler: Handler,
+    *,
+    limit: int | None = None,
+    guard: Callable[[Handler], Handler] | None = None,
+) -> Handler:
     """``handler`` with each item of a progress batch given to it as a single
     ``SagaProgressed`` envelope of its saga; other messages pass through.
 
@@ -230,7 +235,11 @@ def per_saga(handler: Handler, *, limit: int | None = None) -> Handler:
     consumer's prefetch: as many as without batches; more would queue writes long
     enough to outlast the read side's leases). They start in order, so a handler that
     takes a per-saga lock first applies a saga's versions in order. Every item finishes
-    before the delivery is settled; if some failed, :class:`BatchFailed` says which."""
+    before the delivery is settled; if some failed, :class:`BatchFailed` says which.
+
+    ``guard`` (the consumer's ``StoreGate.guard``) holds each item on its own while the
+    store does not answer, outside the limit, so that an outage is a pause for every
+    item of a batch, not failures to retry; a single message is guarded by the consumer."""
     gate = asyncio.Semaphore(limit) if limit else None
 
     async def run(envelope: Envelope) -> None:
@@ -240,13 +249,15 @@ def per_saga(handler: Handler, *, limit: int | None = None) -> Handler:
         async with gate:
             await handler(envelope)
 
+    item_run = run if guard is None else guard(run)
+
     async def handle(envelope: Envelope) -> None:
         batch = envelope.message
         if not isinstance(batch, SagaProgressBatch):
             await run(envelope)
             return
         results = await asyncio.gather(
-            *(_one(run, envelope, item) for item in batch.progress), return_exceptions=True
+            *(_one(item_run, envelope, item) for item in batch.progress), return_exceptions=True
         )
         failures: list[tuple[SagaProgressedItem, Exception]] = []
         for item, result in zip(batch.progress, results, strict=True):

@@ -19,8 +19,9 @@ from contracts import (
     SagaProgressedItem,
     encode,
 )
-from orchestrator.errors import BrokerUnavailable, Unroutable
+from orchestrator.errors import BrokerUnavailable, StoreUnavailable, Unroutable
 from orchestrator.messaging.envelope import Envelope
+from orchestrator.messaging.outage import StoreGate
 from orchestrator.runtime.outbox import Dispatcher
 from orchestrator.runtime.progress import MAX_BATCH_BYTES, BatchFailed, ProgressBatcher, per_saga
 from orchestrator.saga.commits import Commit, OutboxEntry
@@ -311,3 +312,34 @@ async def test_other_messages_pass_through() -> None:
     single = Envelope(message=progressed(1), message_id="a:v1", correlation_id="a")
     await per_saga(handler)(single)
     assert seen == [progressed(1)]
+
+
+async def test_an_outage_during_a_batch_holds_each_item_instead_of_failing_it() -> None:
+    """Review finding: the store gate guarded the whole batch and asked whether the
+    store answers only after the last item; an election that ended by then sent the
+    early items to the retry tiers, attempts counted. Each item is held now."""
+    store = {"up": False, "failures": 0}
+    applied: list[str] = []
+
+    async def probe() -> bool:
+        answer = bool(store["up"])
+        store["up"] = True  # the election ends just after the first question
+        return answer
+
+    async def handler(envelope: Envelope) -> None:
+        await asyncio.sleep(0)  # a store round trip, timing out while it is down
+        if not store["up"]:
+            store["failures"] += 1
+            if store["failures"] >= 8:  # or after two waves, asked or not
+                store["up"] = True
+            raise StoreUnavailable("no primary")
+        applied.append(envelope.correlation_id)
+
+    gate = StoreGate(probe, fresh=0.0, backoff=0.001, max_backoff=0.002)
+    handle = gate.guard(per_saga(handler, limit=4, guard=gate.guard))
+
+    await handle(batch_envelope(*((f"s{i}", 1) for i in range(40))))  # raises nothing
+
+    assert sorted(applied) == sorted(f"s{i}" for i in range(40))
+    assert gate.outages == 1
+    assert store["failures"] == 4  # the first wave only: held, then run again
