@@ -46,9 +46,12 @@ from contracts import (
     encode,
 )
 from orchestrator.errors import BrokerUnavailable, TransientError
+from orchestrator.observability import tracing
 from orchestrator.runtime.batcher import GroupWriter
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
+
     from orchestrator.messaging.envelope import Envelope
     from orchestrator.saga.commits import Commit, OutboxEntry
 
@@ -66,7 +69,8 @@ MAX_BATCH_BYTES = 128 * 1024
 """A batch's body stays under this (half the consumers' default ``SAGA_MAX_BODY_BYTES``):
 a bigger one is split. One event bigger than that still goes, alone, as today."""
 
-Queued = tuple["Commit", "OutboxEntry"]
+Queued = tuple["Commit", "OutboxEntry", "Context | None"]
+"""A commit, its progress event and the trace context it was dispatched in."""
 Handler = Callable[["Envelope"], Awaitable[None]]
 
 
@@ -112,7 +116,7 @@ class ProgressBatcher(GroupWriter[Queued]):
 
     async def publish(self, commit: Commit, entry: OutboxEntry) -> None:
         """Queue one progress event and wait until the broker confirmed it."""
-        await self.submit((commit, entry))
+        await self.submit((commit, entry, tracing.current()))
 
     async def write_batch(self, items: Sequence[Queued]) -> Sequence[Exception | None]:
         """One message per saga type (split if too big), sent side by side. Each commit
@@ -120,7 +124,7 @@ class ProgressBatcher(GroupWriter[Queued]):
         commit, a message not confirmed (or whose route is gone) only the commits in it."""
         outcomes: list[Exception | None] = [None] * len(items)
         groups: dict[tuple[str, str], list[tuple[int, SagaProgressedItem]]] = {}
-        for i, (commit, entry) in enumerate(items):
+        for i, (commit, entry, _) in enumerate(items):
             try:
                 item = _item(commit, entry)
             except Exception as e:  # the relay parks it with the reason
@@ -158,8 +162,9 @@ class ProgressBatcher(GroupWriter[Queued]):
         chunk: list[tuple[int, SagaProgressedItem]],
     ) -> None:
         if len(chunk) == 1:
-            commit, entry = items[chunk[0][0]]
-            await self.publisher.publish(commit=commit, entry=entry)
+            commit, entry, context = items[chunk[0][0]]
+            with tracing.resumed(context):  # alone: published in its saga's trace
+                await self.publisher.publish(commit=commit, entry=entry)
         else:
             batch = SagaProgressBatch(saga_name=saga_name, progress=tuple(i for _, i in chunk))
             await self.publisher.publish_batch(
