@@ -33,11 +33,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -253,25 +252,6 @@ def carrier() -> Mapping[str, str]:
     out: dict[str, str] = {}
     _PROPAGATOR.inject(out)
     return out
-
-
-def current() -> Context | None:
-    """The active trace context, to carry into work another task does for this one
-    (None when off)."""
-    return otel_context.get_current() if _on.tracer is not None else None
-
-
-@contextlib.contextmanager
-def resumed(context: Context | None) -> Iterator[None]:
-    """Make a context from :func:`current` the active one for the block."""
-    if context is None:
-        yield
-        return
-    token = otel_context.attach(context)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
 
 
 def _parent(headers: Mapping[str, Any] | None) -> Context | None:

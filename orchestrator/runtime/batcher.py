@@ -189,9 +189,14 @@ class GroupWriter(Generic[T]):
             return
         batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
         # A context of its own: the batch serves many messages, so its logs must not
-        # carry the saga id and message id of the handler that happened to start it.
+        # carry the saga id and message id of the handler that happened to start it;
+        # they keep the process's service name.
+        context = contextvars.Context()
+        service = structlog.contextvars.get_contextvars().get("service")
+        if service is not None:
+            context.run(structlog.contextvars.bind_contextvars, service=service)
         loop = asyncio.get_running_loop()
-        task = loop.create_task(self._write(batch), context=contextvars.Context())
+        task = loop.create_task(self._write(batch), context=context)
         self._in_flight.add(task)
         task.add_done_callback(self._written)
 

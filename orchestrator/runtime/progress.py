@@ -30,6 +30,7 @@ lost: replay it from the dead-letter queue after the upgrade).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,12 +47,9 @@ from contracts import (
     encode,
 )
 from orchestrator.errors import BrokerUnavailable, TransientError
-from orchestrator.observability import tracing
 from orchestrator.runtime.batcher import GroupWriter
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
-
     from orchestrator.messaging.envelope import Envelope
     from orchestrator.saga.commits import Commit, OutboxEntry
 
@@ -69,8 +67,9 @@ MAX_BATCH_BYTES = 128 * 1024
 """A batch's body stays under this (half the consumers' default ``SAGA_MAX_BODY_BYTES``):
 a bigger one is split. One event bigger than that still goes, alone, as today."""
 
-Queued = tuple["Commit", "OutboxEntry", "Context | None"]
-"""A commit, its progress event and the trace context it was dispatched in."""
+Queued = tuple["Commit", "OutboxEntry", contextvars.Context]
+"""A commit, its progress event and a copy of the context it was dispatched in (its
+trace, its log fields)."""
 Handler = Callable[["Envelope"], Awaitable[None]]
 
 
@@ -116,7 +115,7 @@ class ProgressBatcher(GroupWriter[Queued]):
 
     async def publish(self, commit: Commit, entry: OutboxEntry) -> None:
         """Queue one progress event and wait until the broker confirmed it."""
-        await self.submit((commit, entry, tracing.current()))
+        await self.submit((commit, entry, contextvars.copy_context()))
 
     async def write_batch(self, items: Sequence[Queued]) -> Sequence[Exception | None]:
         """One message per saga type (split if too big), sent side by side. Each commit
@@ -163,8 +162,10 @@ class ProgressBatcher(GroupWriter[Queued]):
     ) -> None:
         if len(chunk) == 1:
             commit, entry, context = items[chunk[0][0]]
-            with tracing.resumed(context):  # alone: published in its saga's trace
-                await self.publisher.publish(commit=commit, entry=entry)
+            # Alone: published as with batching off, in its commit's trace and log fields.
+            await asyncio.create_task(
+                self.publisher.publish(commit=commit, entry=entry), context=context
+            )
         else:
             batch = SagaProgressBatch(saga_name=saga_name, progress=tuple(i for _, i in chunk))
             await self.publisher.publish_batch(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+import structlog
 
 from orchestrator.errors import ConcurrencyConflict, DuplicateMessage, StoreUnavailable
 from orchestrator.runtime.batcher import Bookkeeper, CommitBatcher
@@ -153,3 +154,22 @@ async def test_a_pacer_caps_a_long_sleep_at_idle(idle: float) -> None:
     started = loop.time()
     await asyncio.wait_for(pacer.sleep(3600), timeout=5)
     assert loop.time() - started < 2
+
+
+async def test_a_batch_logs_with_the_service_but_not_the_saga_that_started_it() -> None:
+    """The batch serves many messages: its log lines name the process's service, never
+    the saga id of whichever handler happened to start it."""
+    seen: list[dict[str, object]] = []
+
+    class Recording(GatedStore):
+        async def append_many(self, commits: Sequence[Commit]) -> list[Exception | None]:
+            seen.append(structlog.contextvars.get_contextvars())
+            return await super().append_many(commits)
+
+    store = Recording()
+    store.release.set()
+    batcher = CommitBatcher(store=store)
+    with structlog.contextvars.bound_contextvars(service="orchestrator", saga_id="s1"):
+        await batcher.append(commit("s1"))
+
+    assert seen == [{"service": "orchestrator"}]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import structlog
 
 from contracts import (
     Message,
@@ -343,3 +344,26 @@ async def test_an_outage_during_a_batch_holds_each_item_instead_of_failing_it() 
     assert sorted(applied) == sorted(f"s{i}" for i in range(40))
     assert gate.outages == 1
     assert store["failures"] == 4  # the first wave only: held, then run again
+
+
+async def test_a_progress_event_alone_is_published_in_its_submitters_context() -> None:
+    """A lone progress event goes out from the batcher's task, but in the context of the
+    commit that sent it: what its publish logs (a channel renewed after a nack) carries the
+    saga's bound fields, and its span the saga's trace."""
+    seen: dict[str, Any] = {}
+
+    class Recording(Broker):
+        async def publish(self, *, commit: Commit, entry: OutboxEntry) -> None:
+            if entry.kind == "event":
+                seen.update(structlog.contextvars.get_contextvars())
+            await super().publish(commit=commit, entry=entry)
+
+    dispatcher, _ = dispatcher_on(Recording())
+    with structlog.contextvars.bound_contextvars(saga_id="alone", message_id="m-1", attempt=2):
+        assert await dispatcher.dispatch(commit("alone"))
+
+    assert {k: seen.get(k) for k in ("saga_id", "message_id", "attempt")} == {
+        "saga_id": "alone",
+        "message_id": "m-1",
+        "attempt": 2,
+    }
